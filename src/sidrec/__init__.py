@@ -1,0 +1,3 @@
+"""sidrec: generative recommendation with semantic IDs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""The canonical dataset folder: the one format every downstream stage reads.
+
+Layout (documented in docs/data_format.md)::
+
+    DIR/items.parquet     item_id:int64 (0..N-1, dense), title, description, brand:str, categories:list<str>, asin:str|null
+    DIR/users.parquet     user:int64 (dense), user_raw:str|null (the id in the source data)
+    DIR/train.parquet     user:int64, history:list<int64> (oldest first, <= max_history), target:int64, timestamp:int64|null
+    DIR/valid.parquet     same columns; rows in chronological order of the target
+    DIR/test.parquet      same columns
+    DIR/meta.json         name, source, max_history, window, k-core, counts, ...
+    DIR/manifest.json     what produced the folder (written last)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sidrec.errors import SidrecError
+from sidrec.io import atomic_path, read_manifest, write_json, write_manifest
+
+SPLITS = ("train", "valid", "test")
+FORMAT_VERSION = 1
+
+ITEM_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("title", pa.string()),
+        ("description", pa.string()),
+        ("brand", pa.string()),
+        ("categories", pa.list_(pa.string())),
+        ("asin", pa.string()),
+    ]
+)
+USER_SCHEMA = pa.schema([("user", pa.int64()), ("user_raw", pa.string())])
+SPLIT_SCHEMA = pa.schema(
+    [
+        ("user", pa.int64()),
+        ("history", pa.list_(pa.int64())),
+        ("target", pa.int64()),
+        ("timestamp", pa.int64()),
+    ]
+)
+
+
+def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+@dataclass
+class Dataset:
+    """Items, users and the three chronological splits, plus free-form metadata."""
+
+    items: pd.DataFrame
+    splits: dict[str, pd.DataFrame]
+    users: pd.DataFrame | None = None
+    meta: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frames(cls, items, splits, users=None, meta=None) -> "Dataset":
+        items = items.copy()
+        for col, default in (("description", ""), ("brand", ""), ("asin", None)):
+            if col not in items:
+                items[col] = default
+        if "categories" not in items:
+            items["categories"] = [[] for _ in range(len(items))]
+        items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
+        fixed = {}
+        for name in SPLITS:
+            df = splits[name].copy()
+            if "timestamp" not in df:
+                df["timestamp"] = None
+            fixed[name] = df.reset_index(drop=True)
+        if users is None:
+            all_users = sorted(set().union(*(set(df["user"].tolist()) for df in fixed.values())))
+            users = pd.DataFrame({"user": all_users, "user_raw": [None] * len(all_users)})
+        ds = cls(items=items, splits=fixed, users=users, meta=dict(meta or {}))
+        ds.validate()
+        ds.meta.update(ds.counts())
+        ds.meta["format_version"] = FORMAT_VERSION
+        return ds
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def max_history(self) -> int:
+        return int(self.meta.get("max_history", 10))
+
+    def titles(self) -> list[str]:
+        return self.items["title"].tolist()
+
+    def counts(self) -> dict:
+        c = {"num_items": self.num_items, "num_users": len(self.users) if self.users is not None else None}
+        for name in SPLITS:
+            c[f"num_{name}"] = len(self.splits[name])
+        return c
+
+    def train_target_counts(self) -> np.ndarray:
+        """How often each item is a train target (the popularity used by baselines and analysis)."""
+        return np.bincount(self.splits["train"]["target"].to_numpy(), minlength=self.num_items)
+
+    def user_sequences(self) -> dict[int, list[int]]:
+        """Each user's full time-ordered item sequence, rebuilt from the splits.
+
+        Every interaction after a user's first is a target exactly once, so the sequence is the first sample's
+        first history item followed by all targets in chronological (split, row) order.
+        """
+        seqs: dict[int, list[int]] = {}
+        for name in SPLITS:
+            df = self.splits[name]
+            for user, hist, target in zip(df["user"].tolist(), df["history"].tolist(), df["target"].tolist()):
+                seq = seqs.get(user)
+                if seq is None:
+                    seq = seqs[user] = [int(hist[0])] if len(hist) else []
+                seq.append(int(target))
+        return seqs
+
+    # ------------------------------------------------------------------ checks
+    def validate(self, source: str = "dataset") -> None:
+        ids = self.items["item_id"].to_numpy()
+        if len(ids) == 0:
+            raise SidrecError(f"{source}: the item catalogue is empty")
+        if not np.array_equal(np.sort(ids), np.arange(len(ids))):
+            raise SidrecError(f"{source}: item_id must be dense 0..{len(ids) - 1}; got {len(ids)} ids from "
+                              f"{ids.min()} to {ids.max()} (duplicates or gaps)")
+        n = len(ids)
+        for name in SPLITS:
+            df = self.splits.get(name)
+            if df is None or len(df) == 0:
+                raise SidrecError(f"{source}: split '{name}' is empty; every split needs at least one row")
+            bad_t = np.flatnonzero((df["target"].to_numpy() < 0) | (df["target"].to_numpy() >= n))
+            if len(bad_t):
+                r = int(bad_t[0])
+                raise SidrecError(f"{source}: split '{name}' row {r}: target item {df['target'].iloc[r]} is not in "
+                                  f"the catalogue of {n} items ({len(bad_t)} such rows)")
+            for r, hist in enumerate(df["history"].tolist()):
+                if len(hist) == 0:
+                    raise SidrecError(f"{source}: split '{name}' row {r}: empty history")
+                for it in hist:
+                    if not 0 <= it < n:
+                        raise SidrecError(f"{source}: split '{name}' row {r}: history item {it} is not in the "
+                                          f"catalogue of {n} items")
+
+    # ------------------------------------------------------------------ disk
+    def save(self, folder: str | Path, stage: str = "data", config=None, inputs=None, seconds=None) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").unlink(missing_ok=True)  # an incomplete folder must not look finished
+        _write_parquet(self.items, ITEM_SCHEMA, folder / "items.parquet")
+        _write_parquet(self.users, USER_SCHEMA, folder / "users.parquet")
+        for name in SPLITS:
+            _write_parquet(self.splits[name], SPLIT_SCHEMA, folder / f"{name}.parquet")
+        write_json(folder / "meta.json", self.meta)
+        write_manifest(folder, stage, config=config, inputs=inputs, seconds=seconds, extra={"counts": self.counts()})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, validate: bool = True) -> "Dataset":
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise SidrecError(f"{folder}: dataset folder does not exist (make one with `sidrec data import-minionerec` "
+                              f"or `sidrec data amazon18`)")
+        if not (folder / "items.parquet").exists():
+            raise SidrecError(f"{folder}: not a sidrec dataset folder (no items.parquet). If it is a MiniOneRec folder, "
+                              f"run `sidrec data import-minionerec {folder} --out DIR` first")
+        if read_manifest(folder) is None:
+            raise SidrecError(f"{folder}: no manifest.json, so the folder was not finished; re-run the data stage")
+        items = pq.read_table(folder / "items.parquet").to_pandas()
+        items["categories"] = [list(c) if c is not None else [] for c in items["categories"]]
+        users = pq.read_table(folder / "users.parquet").to_pandas()
+        splits = {}
+        for name in SPLITS:
+            df = pq.read_table(folder / f"{name}.parquet").to_pandas()
+            df["history"] = [list(map(int, h)) for h in df["history"]]
+            splits[name] = df
+        meta = json.loads((folder / "meta.json").read_text())
+        ds = cls(items=items, splits=splits, users=users, meta=meta)
+        if validate:
+            ds.validate(source=str(folder))
+        return ds

@@ -1,0 +1,249 @@
+"""MiniOneRec folder interop, both ways.
+
+MiniOneRec's layout (AkaliKong/MiniOneRec `data/Amazon/`)::
+
+    SRC/train|valid|test/{stem}.csv   user_id,history_item_title,item_title,history_item_id,item_id,history_item_sid,item_sid
+    SRC/index/{cat}.index.json        {"item_id": ["<a_x>", "<b_y>", "<c_z>"]}
+    SRC/index/{cat}.item.json         {"item_id": {"title", "description", "brand", "categories"}}
+    SRC/info/{stem}.txt               SID<TAB>title<TAB>item_id, one line per item
+    SRC/inter/{cat}.{split}.inter     optional: user<TAB>space-separated history<TAB>target
+    SRC/inter/{cat}.inter.json        optional: {user: [item, ...]} full sequences
+
+The CSV columns other than the ids are derived (titles and SIDs of the ids), so the canonical dataset keeps only the
+ids; export re-derives them with the same formatting MiniOneRec used (pandas `to_csv`, Python `str(list)`), which
+reproduces the original files byte for byte. Description strings are kept exactly as given (MiniOneRec stores them as
+stringified lists); the embedding stage cleans text, not the importer.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from sidrec.data.canonical import SPLITS, Dataset
+from sidrec.errors import SidrecError
+from sidrec.io import atomic_path, write_json, write_manifest, write_text
+
+CSV_COLUMNS = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
+               "item_sid"]
+INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+
+
+# ---------------------------------------------------------------------------------------------------- finding files
+def _one(folder: Path, pattern: str, what: str, required: bool = True) -> Path | None:
+    found = sorted(folder.glob(pattern))
+    if not found:
+        if required:
+            raise SidrecError(f"{folder}: no {what} ({pattern}); a MiniOneRec folder has train/, valid/, test/ CSVs "
+                              f"and index/*.item.json")
+        return None
+    if len(found) > 1:
+        raise SidrecError(f"{folder}: several {what} files match {pattern}: {[p.name for p in found]}; keep one")
+    return found[0]
+
+
+def find_layout(src: Path) -> dict:
+    if not src.is_dir():
+        raise SidrecError(f"{src}: MiniOneRec folder does not exist")
+    layout = {s: _one(src / s, "*.csv", f"{s} split CSV") for s in SPLITS}
+    layout["item_json"] = _one(src / "index", "*.item.json", "item catalogue")
+    layout["index_json"] = _one(src / "index", "*.index.json", "SID index", required=False)
+    layout["info"] = _one(src / "info", "*.txt", "info file", required=False)
+    category = layout["item_json"].name[: -len(".item.json")]
+    layout["category"] = category
+    layout["stem"] = layout["test"].stem
+    layout["inter"] = {s: src / "inter" / f"{category}.{s}.inter" for s in SPLITS}
+    layout["inter_json"] = src / "inter" / f"{category}.inter.json"
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+def _parse_list(text: str, path: Path, line: int, column: str) -> list:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise SidrecError(f"{path}:{line}: column '{column}' is not a Python list literal: {text[:60]!r}") from None
+    if not isinstance(value, list):
+        raise SidrecError(f"{path}:{line}: column '{column}' should be a list, got {type(value).__name__}")
+    return value
+
+
+def read_split_csv(path: Path, num_items: int) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        raise SidrecError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in ("user_id", "history_item_id", "item_id") if c not in df.columns]
+    if missing:
+        raise SidrecError(f"{path}: missing column(s) {missing}; expected MiniOneRec's header {','.join(CSV_COLUMNS)}")
+    if df.empty:
+        raise SidrecError(f"{path}: the split has no rows")
+    users, histories, targets = [], [], []
+    for i, (user, hist, target) in enumerate(zip(df["user_id"], df["history_item_id"], df["item_id"])):
+        line = i + 2  # 1-based, after the header
+        u = user[1:] if user.startswith("A") else user
+        if not u.isdigit():
+            raise SidrecError(f"{path}:{line}: user_id {user!r} is not of MiniOneRec's form 'A<number>'")
+        h = _parse_list(hist, path, line, "history_item_id")
+        if not target.lstrip("-").isdigit():
+            raise SidrecError(f"{path}:{line}: item_id {target!r} is not an integer")
+        t = int(target)
+        for it in [*h, t]:
+            if not isinstance(it, int) or not 0 <= it < num_items:
+                raise SidrecError(f"{path}:{line}: item id {it!r} is not in the catalogue of {num_items} items "
+                                  f"(index/*.item.json)")
+        if not h:
+            raise SidrecError(f"{path}:{line}: empty history")
+        users.append(int(u))
+        histories.append(h)
+        targets.append(t)
+    return pd.DataFrame({"user": users, "history": histories, "target": targets, "timestamp": None})
+
+
+def read_item_json(path: Path) -> pd.DataFrame:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    ids = sorted(int(k) for k in raw)
+    if ids != list(range(len(ids))):
+        raise SidrecError(f"{path}: item ids must be 0..{len(ids) - 1} without gaps")
+    rows = []
+    for i in ids:
+        meta = raw[str(i)]
+        if not isinstance(meta, dict) or not meta.get("title"):
+            raise SidrecError(f"{path}: item {i} has no title")
+        cats = meta.get("categories") or []
+        rows.append({
+            "item_id": i,
+            "title": meta["title"],
+            "description": meta.get("description") or "",
+            "brand": meta.get("brand") or "",
+            "categories": [cats] if isinstance(cats, str) else list(cats),
+            "asin": meta.get("asin"),
+        })
+    return pd.DataFrame(rows)
+
+
+def read_index_json(path: Path) -> dict[int, list[str]]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    return {int(k): list(v) for k, v in raw.items()}
+
+
+def import_minionerec(src: str | Path, out: str | Path, max_history: int = 10) -> Dataset:
+    """Read a MiniOneRec data folder into a canonical dataset at `out` (its SIDs, if any, into `out/sids/`)."""
+    t0 = time.time()
+    src, out = Path(src), Path(out)
+    layout = find_layout(src)
+    items = read_item_json(layout["item_json"])
+    splits = {s: read_split_csv(layout[s], len(items)) for s in SPLITS}
+    _check_inter_files(layout, splits)
+    users = sorted(set().union(*(set(df["user"]) for df in splits.values())))
+    users_df = pd.DataFrame({"user": users, "user_raw": [f"A{u}" for u in users]})
+    meta = {
+        "name": layout["category"],
+        "category": layout["category"],
+        "source": {"format": "minionerec", "path": str(src.resolve())},
+        "minionerec_stem": layout["stem"],
+        "max_history": max_history,
+        "timestamps": False,
+    }
+    ds = Dataset.from_frames(items, splits, users=users_df, meta=meta)
+    inputs = {s: layout[s] for s in SPLITS} | {"item_json": layout["item_json"]}
+    if layout["index_json"] is not None:
+        index = read_index_json(layout["index_json"])
+        missing = [i for i in range(ds.num_items) if i not in index]
+        if missing:
+            raise SidrecError(f"{layout['index_json']}: no SID for {len(missing)} items (first: {missing[:5]})")
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "sids" / "index.json", json.dumps({str(k): index[k] for k in sorted(index)}))
+        write_manifest(out / "sids", "sid", config={"method": "imported", "source": str(layout["index_json"])},
+                       inputs={"index_json": layout["index_json"]})
+        inputs["index_json"] = layout["index_json"]
+    ds.save(out, stage="data.import-minionerec", config={"src": str(src), "max_history": max_history},
+            inputs=inputs, seconds=time.time() - t0)
+    return ds
+
+
+def _check_inter_files(layout: dict, splits: dict[str, pd.DataFrame]) -> None:
+    """Where `.inter` files exist, they must agree with the CSVs row for row (same users, histories, targets)."""
+    for s in SPLITS:
+        path = layout["inter"][s]
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()[1:]
+        df = splits[s]
+        if len(lines) != len(df):
+            raise SidrecError(f"{path}: {len(lines)} rows but {layout[s]} has {len(df)}; the folder is inconsistent")
+        for i, (line, u, h, t) in enumerate(zip(lines, df["user"], df["history"], df["target"])):
+            parts = line.split("\t")
+            if len(parts) != 3 or parts != [str(u), " ".join(map(str, h)), str(t)]:
+                raise SidrecError(f"{path}:{i + 2}: row disagrees with {layout[s].name} line {i + 2}")
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+def export_minionerec(data: str | Path, out: str | Path, sids: str | Path | None = None) -> Path:
+    """Write a canonical dataset (and its SIDs) as a MiniOneRec data folder at `out`."""
+    t0 = time.time()
+    data, out = Path(data), Path(out)
+    ds = Dataset.load(data)
+    sid_dir = Path(sids) if sids is not None else data / "sids"
+    index_path = sid_dir / "index.json" if sid_dir.is_dir() else sid_dir
+    if not index_path.exists():
+        raise SidrecError(f"{index_path}: no SIDs to export; pass --sids with a folder holding index.json "
+                          f"(from `sidrec sid build`)")
+    index = read_index_json(index_path)
+    missing = [i for i in range(ds.num_items) if i not in index]
+    if missing:
+        raise SidrecError(f"{index_path}: no SID for {len(missing)} items of {data} (first: {missing[:5]}); "
+                          f"were the SIDs built on another dataset?")
+    category = ds.meta.get("category") or ds.meta.get("name") or "dataset"
+    stem = ds.meta.get("minionerec_stem") or _stem_from_meta(ds.meta, category)
+    titles = ds.titles()
+    sid_str = {i: "".join(index[i]) for i in range(ds.num_items)}
+
+    for s in SPLITS:
+        df = ds.splits[s]
+        hist = df["history"].tolist()
+        table = pd.DataFrame({
+            "user_id": [f"A{u}" for u in df["user"]],  # MiniOneRec's user id is "A" + the dense user index
+            "history_item_title": [str([titles[i] for i in h]) for h in hist],
+            "item_title": [titles[t] for t in df["target"]],
+            "history_item_id": [str(list(h)) for h in hist],
+            "item_id": df["target"].tolist(),
+            "history_item_sid": [str([sid_str[i] for i in h]) for h in hist],
+            "item_sid": [sid_str[t] for t in df["target"]],
+        })
+        with atomic_path(out / s / f"{stem}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        rows = "".join(f"{u}\t{' '.join(map(str, h))}\t{t}\n" for u, h, t in zip(df["user"], hist, df["target"]))
+        write_text(out / "inter" / f"{category}.{s}.inter", INTER_HEADER + rows)
+
+    write_text(out / "index" / f"{category}.index.json", json.dumps({str(i): index[i] for i in range(ds.num_items)}))
+    item_json = {
+        str(r.item_id): {"title": r.title, "description": r.description, "brand": r.brand,
+                         "categories": ", ".join(r.categories) if len(r.categories) else ""}
+        for r in ds.items.itertuples()
+    }
+    write_text(out / "index" / f"{category}.item.json", json.dumps(item_json, indent=2))
+    write_text(out / "info" / f"{stem}.txt", "".join(f"{sid_str[i]}\t{titles[i]}\t{i}\n" for i in range(ds.num_items)))
+    seqs = ds.user_sequences()
+    write_text(out / "inter" / f"{category}.inter.json", json.dumps({str(u): seqs[u] for u in sorted(seqs)}, indent=2))
+    write_manifest(out, "data.export-minionerec", config={"data": str(data), "sids": str(index_path)},
+                   inputs={"index_json": index_path}, seconds=time.time() - t0)
+    return out
+
+
+def _stem_from_meta(meta: dict, category: str) -> str:
+    window = meta.get("window") or {}
+    k = meta.get("user_k", 5)
+    if window.get("start") and window.get("end"):
+        return f"{category}_{k}_{window['start']}-{window['end']}"
+    return f"{category}_{k}"

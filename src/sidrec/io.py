@@ -1,0 +1,110 @@
+"""Atomic writes, hashing and manifests.
+
+Every artifact is written to a temporary file in the same folder and renamed into place, so a killed run never
+leaves a half-written file that a later run would take for finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_manifest(
+    folder: str | os.PathLike,
+    stage: str,
+    config: Any = None,
+    inputs: dict[str, str | os.PathLike] | None = None,
+    seconds: float | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Record what produced `folder`: the stage, its config and hash, input file hashes, time taken.
+
+    Written last, so its presence means every other file of the stage is complete.
+    """
+    from sidrec import __version__
+
+    inputs_info = {}
+    for name, p in (inputs or {}).items():
+        p = Path(p)
+        if p.is_file():
+            inputs_info[name] = {"path": str(p), "sha256": file_sha256(p)}
+        else:
+            inputs_info[name] = {"path": str(p)}
+    manifest = {
+        "stage": stage,
+        "status": "done",
+        "sidrec_version": __version__,
+        "config": config,
+        "config_hash": config_hash(config),
+        "inputs": inputs_info,
+        "seconds": None if seconds is None else round(seconds, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        **(extra or {}),
+    }
+    write_json(Path(folder) / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    p = Path(folder) / MANIFEST
+    if not p.exists():
+        return None
+    return json.loads(p.read_text())

@@ -1,0 +1,29 @@
+import pytest
+
+from sidrec.config import StageConfig, load_config, parse_overrides
+from sidrec.errors import SidrecError
+
+
+class Toy(StageConfig):
+    lr: float = 1e-3
+    epochs: int = 3
+    tags: list[str] = []
+
+
+def test_yaml_section_and_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("toy:\n  lr: 0.01\n  epochs: 5\nother: 1\n")
+    c = load_config(Toy, cfg, ["toy.epochs=7", "tags=[a, b]"], section="toy")
+    assert (c.lr, c.epochs, c.tags) == (0.01, 7, ["a", "b"])
+    assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+def test_unknown_key_and_bad_value_are_clear(tmp_path):
+    with pytest.raises(SidrecError, match="lrr.*valid keys: lr, epochs, tags"):
+        load_config(Toy, None, ["lrr=1"])
+    with pytest.raises(SidrecError, match="epochs"):
+        load_config(Toy, None, ["epochs=many"])
+    with pytest.raises(SidrecError, match="key=value"):
+        load_config(Toy, None, ["epochs"])
+    with pytest.raises(SidrecError, match="does not exist"):
+        load_config(Toy, tmp_path / "missing.yaml")
