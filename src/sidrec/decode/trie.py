@@ -1,0 +1,78 @@
+"""A prefix trie over fixed-length SIDs, stored as dense per-level tables so decoding never loops in Python.
+
+Level l has `num_nodes[l]` prefixes (node 0 at level 0 is the empty prefix). For each level:
+  - `allowed[l]`: bool (num_nodes[l], K_l) — which codes continue a catalogue SID from that prefix;
+  - `child[l]`:   int  (num_nodes[l], K_l) — the node id at level l+1 reached by that code (-1 where not allowed).
+At the last level `child` holds the SID's index into `sids` (the catalogue's distinct SIDs), so a finished beam is
+read off directly. Several items may share one SID (the paper's SIDs have such collisions): `items_of_sid` keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sidrec.errors import SidrecError
+
+
+@dataclass
+class SidTrie:
+    allowed: list[torch.Tensor]
+    child: list[torch.Tensor]
+    level_token_ids: list[torch.Tensor]  # level l: vocab id of each code, shape (K_l,)
+    sids: np.ndarray  # (num_sids, L) distinct SIDs, in order of first item
+    items_of_sid: list[list[int]]
+
+    @classmethod
+    def build(cls, codes: np.ndarray, level_token_ids: list) -> "SidTrie":
+        """`codes`: (num_items, L) int array, row i = item i's SID. `level_token_ids[l][c]`: vocab id of code c."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or len(codes) == 0:
+            raise SidrecError(f"SID codes must be a non-empty (items, levels) array, got shape {codes.shape}")
+        levels = codes.shape[1]
+        if len(level_token_ids) != levels:
+            raise SidrecError(f"{len(level_token_ids)} token tables for {levels} SID levels")
+        sizes = [len(t) for t in level_token_ids]
+        for l in range(levels):
+            if codes[:, l].min() < 0 or codes[:, l].max() >= sizes[l]:
+                raise SidrecError(f"SID level {l} has codes outside 0..{sizes[l] - 1}")
+
+        sid_index: dict[tuple, int] = {}
+        items_of_sid: list[list[int]] = []
+        for item, row in enumerate(map(tuple, codes.tolist())):
+            j = sid_index.setdefault(row, len(sid_index))
+            if j == len(items_of_sid):
+                items_of_sid.append([])
+            items_of_sid[j].append(item)
+        sids = np.array(list(sid_index), dtype=np.int64).reshape(len(sid_index), levels)
+
+        # node ids per level: the distinct prefixes of length l, numbered in order of first appearance
+        allowed, child = [], []
+        node_of_prefix = {(): 0}
+        for l in range(levels):
+            next_nodes: dict[tuple, int] = {}
+            a = np.zeros((len(node_of_prefix), sizes[l]), dtype=bool)
+            c = np.full((len(node_of_prefix), sizes[l]), -1, dtype=np.int64)
+            for s, sid in enumerate(map(tuple, sids.tolist())):
+                node, code = node_of_prefix[sid[:l]], sid[l]
+                a[node, code] = True
+                c[node, code] = s if l == levels - 1 else next_nodes.setdefault(sid[: l + 1], len(next_nodes))
+            allowed.append(torch.from_numpy(a))
+            child.append(torch.from_numpy(c))
+            node_of_prefix = next_nodes
+        token_ids = [torch.as_tensor(np.asarray(t), dtype=torch.long) for t in level_token_ids]
+        return cls(allowed, child, token_ids, sids, items_of_sid)
+
+    @property
+    def levels(self) -> int:
+        return len(self.allowed)
+
+    @property
+    def num_sids(self) -> int:
+        return len(self.sids)
+
+    def to(self, device) -> "SidTrie":
+        return SidTrie([a.to(device) for a in self.allowed], [c.to(device) for c in self.child],
+                       [t.to(device) for t in self.level_token_ids], self.sids, self.items_of_sid)
