@@ -243,7 +243,7 @@ def export_minionerec(data: str | Path, out: str | Path, sids: str | Path | None
 
 def _stem_from_meta(meta: dict, category: str) -> str:
     window = meta.get("window") or {}
-    k = meta.get("user_k", 5)
+    k = (meta.get("kcore") or {}).get("user_k", 5)
     if window.get("start") and window.get("end"):
         return f"{category}_{k}_{window['start']}-{window['end']}"
     return f"{category}_{k}"

@@ -67,7 +67,7 @@ def resolve_data(data: str | Path | None, workdir: Path, category: str = DEFAULT
         return target
     from sidrec.data import amazon18
 
-    if not reachable(amazon18.DEFAULT_BASE_URL):
+    if not reachable(amazon18.AMAZON18_URL):
         raise SidrecError(NO_DATA_HELP)
     amazon18.preprocess_amazon18(category, target, cache_dir=workdir / "raw")
     return target
