@@ -1,13 +1,20 @@
-"""Batched beam search constrained to a SidTrie.
+"""Batched beam search constrained to a SidTrie, with tree attention over one shared prompt cache.
 
 Why our own and not `model.generate` + a logits processor: MiniOneRec's processor loops in Python over every
-(prompt, beam) at every step and looks allowed tokens up in a dict keyed by the generated prefix; here the allowed
-codes of every beam come from one tensor gather, the prompt's KV cache is computed once per prompt, and each step
-scores only the K codes of the current level. `bench/beam_search.py` measures the difference on the same model.
+(prompt, beam) at every step and looks allowed tokens up in a dict keyed by the generated prefix, and HF beam search
+copies the prompt's KV cache once per beam and reorders it at every step. Here
 
-Scores are sums of log-probabilities under a full-vocabulary softmax (no temperature, no sampling, no top-k/top-p,
-no repetition penalty, whatever a checkpoint's generation_config.json says), so they equal the sequence
-log-likelihood of the SID given the prompt. Every returned SID is a catalogue SID and no SID is returned twice.
+- the allowed codes of every beam come from one tensor gather (`SidTrie.allowed`);
+- the prompt is encoded once per prompt, and its KV cache is never copied: at each level all W beams of a prompt
+  are fed as W extra positions of that prompt's own sequence, with a 4D attention mask that lets each new token
+  see the prompt, its own ancestors and itself (tree attention). A SID is only L tokens, so the cache grows by
+  W positions per level instead of being replicated W times.
+
+`bench/beam_search.py` measures the difference on the same model and prompts.
+
+Scores are sums of log-probabilities under a full-vocabulary softmax (no temperature, sampling, top-k/top-p or
+repetition penalty, whatever a checkpoint's generation_config.json says), so they equal the sequence log-likelihood
+of the SID given the prompt. Every returned SID is a catalogue SID and no SID is returned twice.
 """
 
 from __future__ import annotations
@@ -35,6 +42,21 @@ class BeamResult:
         return out
 
 
+def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, new_start: int, dtype) -> torch.Tensor:
+    """Additive 4D mask (B, 1, w, kv): each of the w new tokens sees the prompt's real tokens, the cache columns of
+    its ancestors (`ancestors`: (B, w, t) column ids) and itself (column new_start + j)."""
+    batch, w, _ = ancestors.shape
+    kv = new_start + w
+    allowed = torch.zeros((batch, w, kv), dtype=torch.bool, device=prompt_mask.device)
+    allowed[:, :, : prompt_mask.shape[1]] = prompt_mask.bool().unsqueeze(1)
+    if ancestors.shape[2]:
+        allowed.scatter_(2, ancestors, True)
+    j = torch.arange(w, device=prompt_mask.device)
+    allowed[:, j, new_start + j] = True
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
 @torch.no_grad()
 def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: SidTrie,
                             num_beams: int) -> BeamResult:
@@ -46,42 +68,43 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
                           f"lower --beams")
     device = input_ids.device
     trie = trie.to(device) if trie.allowed[0].device != device else trie
-    batch, width = input_ids.shape[0], num_beams
+    batch, prompt_len = input_ids.shape
     neg_inf = torch.tensor(float("-inf"), device=device)
+    mask_dtype = next(model.parameters()).dtype
 
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1)
-    cache, logits = out.cache, out.logits[:, -1, :]
+    cache, logits = out.cache, out.logits[:, -1:, :]  # (B, w, V) with w = 1 live beam per prompt
     next_pos = position_ids[:, -1:] + 1
 
-    # beams start as one live beam per prompt on node 0; the others are -inf placeholders
-    beam_scores = torch.full((batch, 1), 0.0, device=device)
+    beam_scores = torch.zeros((batch, 1), device=device)
     nodes = torch.zeros((batch, 1), dtype=torch.long, device=device)
+    ancestors = torch.zeros((batch, 1, 0), dtype=torch.long, device=device)  # cache columns of each beam's tokens
+    cache_len = prompt_len
     for level in range(trie.levels):
-        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B*w, V)
-        code_lp = logprobs[:, trie.level_token_ids[level]].view(batch, -1, len(trie.level_token_ids[level]))
-        allowed = trie.allowed[level][nodes]  # (B, w, K)
-        cand = torch.where(allowed, beam_scores.unsqueeze(-1) + code_lp, neg_inf)
+        token_ids = trie.level_token_ids[level]
+        code_lp = torch.log_softmax(logits.float(), dim=-1)[..., token_ids]  # (B, w, K)
+        cand = torch.where(trie.allowed[level][nodes], beam_scores.unsqueeze(-1) + code_lp, neg_inf)
         k = cand.shape[-1]
-        top_scores, flat = cand.view(batch, -1).topk(min(width, cand.shape[1] * k), dim=-1)
+        beam_scores, flat = cand.view(batch, -1).topk(min(num_beams, cand.shape[1] * k), dim=-1)
         parent, code = flat // k, flat % k
         children = trie.child[level][nodes.gather(1, parent), code]
-        live = torch.isfinite(top_scores)
-        nodes = torch.where(live, children, torch.zeros_like(children))
-        beam_scores = top_scores
+        nodes = torch.where(torch.isfinite(beam_scores), children, torch.zeros_like(children))
         if level == trie.levels - 1:
             break
-        w_prev = logits.shape[0] // batch
-        reorder = (torch.arange(batch, device=device).unsqueeze(1) * w_prev + parent).view(-1)
-        # rows follow their parent beam; this also widens the batch from B prompts to B*width beams after level 0
-        cache.reorder_cache(reorder)
-        attention_mask, next_pos = attention_mask[reorder], next_pos[reorder]
-        tokens = trie.level_token_ids[level][code].view(-1, 1)
-        attention_mask = torch.cat([attention_mask, torch.ones_like(tokens)], dim=1)
-        out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=next_pos,
+        # the new beams' tokens go into the shared cache as w new columns; each one's ancestors are its parent's
+        # ancestors plus the parent's own column
+        w = flat.shape[1]
+        parent_cols = ancestors.gather(1, parent.unsqueeze(-1).expand(-1, -1, ancestors.shape[2]))
+        if level > 0:
+            parent_cols = torch.cat([parent_cols, (cache_len - logits.shape[1] + parent).unsqueeze(-1)], dim=2)
+        ancestors = parent_cols
+        mask = _tree_mask(attention_mask, ancestors, cache_len, mask_dtype)
+        out = model(input_ids=token_ids[code], attention_mask=mask, position_ids=next_pos.expand(-1, w),
                     cache=cache, use_cache=True)
-        cache, logits = out.cache, out.logits[:, -1, :]
+        cache, logits = out.cache, out.logits
+        cache_len += w
         next_pos = next_pos + 1
 
     sid_index = torch.where(torch.isfinite(beam_scores), nodes, torch.full_like(nodes, -1))
