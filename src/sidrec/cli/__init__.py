@@ -7,7 +7,7 @@ from rich.console import Console
 from sidrec.cli.app import app
 from sidrec.errors import SidrecError
 
-from sidrec.cli import data, baseline, sid, demo  # noqa: E402,F401  (registers commands)
+from sidrec.cli import baseline, data, demo, generative, sid  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ class SidTrie:
         codes = np.asarray(codes)
         if codes.ndim != 2 or len(codes) == 0:
             raise SidrecError(f"SID codes must be a non-empty (items, levels) array, got shape {codes.shape}")
+        if (codes < 0).any():
+            raise SidrecError("variable-length SIDs (MiniOneRec's extra dedup level) cannot be decoded as fixed-length "
+                              "codes; build the SIDs with the default `--collision reassign`")
         levels = codes.shape[1]
         if len(level_token_ids) != levels:
             raise SidrecError(f"{len(level_token_ids)} token tables for {levels} SID levels")

@@ -1,0 +1,1 @@
+"""Training: SFT (HF Trainer) and RL."""

@@ -1,0 +1,185 @@
+"""Supervised fine-tuning of a causal LM on SID tasks, on Hugging Face `Trainer`.
+
+Each example is `prompt + response + EOS`; the loss covers the response and EOS only. The trained model and its
+tokenizer are saved as a plain HF folder (`OUT/model`) that AutoModelForCausalLM/AutoTokenizer reload.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sidrec.config import StageConfig
+from sidrec.data.canonical import Dataset
+from sidrec.errors import SidrecError
+from sidrec.io import write_json, write_manifest
+from sidrec.model.backbone import SmallModelConfig, build_small_model, load_llm
+from sidrec.model.tokenizer import build_data_tokenizer
+from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
+from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class SftConfig(StageConfig):
+    base_model: str = "small"  # "small": a Qwen2 built from `small` + a data tokenizer; else an HF id or local path
+    small: SmallModelConfig = Field(default_factory=SmallModelConfig)
+    tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
+    epochs: float = 3.0
+    batch_size: int = 128
+    micro_batch_size: int = 16
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    cutoff_len: int = 256
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    lora: LoraSettings | None = None
+    freeze_llm: bool = False  # train only the SID token rows of the input and output embeddings
+    early_stopping_patience: int | None = 2
+    eval_steps: float = 0.5  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps
+    max_valid_rows: int | None = 2000
+    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
+    deepspeed: str | None = None  # a DeepSpeed JSON, e.g. configs/ds_zero2.json, under `accelerate launch`
+    trust_remote_code: bool = False
+    threads: int | None = None
+    seed: int = 42
+
+
+def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff_len: int) -> list[dict]:
+    eos = tokenizer.eos_token_id
+    out = []
+    for ex in examples:
+        response = tokenizer(ex["response"], add_special_tokens=False)["input_ids"] + [eos]
+        if ex["task"] in SEQ_TASKS:
+            prompt, _ = fit_history(ex["task"], ex["history"], codes, tokenizer, cutoff_len - len(response))
+        else:
+            prompt = ex["prompt"]
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(p) + len(response) > cutoff_len:
+            p = p[: max(0, cutoff_len - len(response))]  # alignment prompts only: a long title is cut at the end
+        out.append({"input_ids": p + response, "labels": [-100] * len(p) + response})
+    return out
+
+
+class PadCollator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch):
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def _freeze_all_but_sid_rows(model, sid_ids: list[int]) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    keep = torch.zeros(model.get_input_embeddings().weight.shape[0], 1)
+    keep[sid_ids] = 1.0
+    for emb in {model.get_input_embeddings().weight, model.get_output_embeddings().weight}:
+        emb.requires_grad_(True)
+        emb.register_hook(lambda g, k=keep: g * k.to(g.device, g.dtype))
+
+
+def prepare_model(cfg: SftConfig, dataset: Dataset, codes: np.ndarray):
+    sid_tokens = [t for level in level_tokens(codes) for t in level]
+    if cfg.base_model == "small":
+        # the template and instructions open every prompt: repeating them makes BPE merge them into few tokens
+        texts = dataset.titles() + ([PROMPT_TEMPLATE] + list(TASKS.values())) * 500
+        tokenizer = build_data_tokenizer(texts, sid_tokens, vocab_size=cfg.small.vocab_size)
+        model = build_small_model(tokenizer, cfg.small, seed=cfg.seed)
+    else:
+        tokenizer, model = load_llm(cfg.base_model, sid_tokens, dtype="bf16" if cfg.bf16 else "fp32",
+                                    trust_remote_code=cfg.trust_remote_code)
+    if cfg.freeze_llm:
+        _freeze_all_but_sid_rows(model, tokenizer.convert_tokens_to_ids(sid_tokens))
+    elif cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                                 lora_dropout=cfg.lora.dropout,
+                                                 target_modules=cfg.lora.target_modules,
+                                                 modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM"))
+    return tokenizer, model
+
+
+def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from sidrec.sid.io import load_sids
+
+    t0 = time.time()
+    out = Path(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.batch_size % cfg.micro_batch_size:
+        raise SidrecError(f"batch_size={cfg.batch_size} must be a multiple of micro_batch_size={cfg.micro_batch_size}")
+    dataset = Dataset.load(data_dir)
+    codes, _ = load_sids(sids)
+    tokenizer, model = prepare_model(cfg, dataset, codes)
+
+    train = tokenize_examples(build_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed), tokenizer, codes,
+                              cfg.cutoff_len)
+    valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
+    if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
+        pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)
+        valid_examples = [valid_examples[i] for i in sorted(pick)]
+    valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len)
+
+    world = max(1, int(__import__("os").environ.get("WORLD_SIZE", 1)))
+    accum = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
+    steps_per_epoch = math.ceil(len(train) / (cfg.micro_batch_size * accum * world))
+    eval_steps = max(1, int(cfg.eval_steps * steps_per_epoch) if cfg.eval_steps < 1 else int(cfg.eval_steps))
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.micro_batch_size, per_device_eval_batch_size=cfg.micro_batch_size * 2,
+        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * steps_per_epoch * cfg.epochs),
+        lr_scheduler_type=cfg.lr_scheduler, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        logging_steps=max(1, eval_steps // 5), report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False, deepspeed=cfg.deepspeed,
+    )
+    callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
+    trainer = Trainer(model=model, args=args, data_collator=PadCollator(tokenizer.pad_token_id), train_dataset=train,
+                      eval_dataset=valid, processing_class=tokenizer, callbacks=callbacks)
+    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+
+    model = trainer.model
+    if cfg.lora is not None and not cfg.freeze_llm:
+        model = model.merge_and_unload()
+    model_dir = out / "model"
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    history = [h for h in trainer.state.log_history]
+    write_json(out / "train_log.json", history)
+    write_manifest(out, "sft", config=cfg.model_dump(), inputs={"data": data_dir, "sids": sids},
+                   seconds=time.time() - t0,
+                   extra={"best_checkpoint": trainer.state.best_model_checkpoint,
+                          "best_eval_loss": trainer.state.best_metric, "resumed_from": last,
+                          "num_train_examples": len(train), "global_step": trainer.state.global_step})
+    return model_dir
