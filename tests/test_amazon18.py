@@ -160,3 +160,23 @@ def test_missing_file_and_bad_month(tmp_path, files):
     with pytest.raises(SidrecError, match="start='2017': expected a month like 2016-10"):
         run(tmp_path, *files, start="2017")
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_cli_amazon18_then_truncated_input_is_one_line(tmp_path, files):
+    import subprocess
+    import sys
+
+    def sidrec(*args):
+        return subprocess.run([sys.executable, "-m", "sidrec", *map(str, args)], capture_output=True, text=True,
+                              timeout=120)
+
+    common = ["--category", "Tools", "--start", "2017-01", "--end", "2018-01", "--user-k", "2", "--item-k", "2",
+              "--no-progress"]
+    r = sidrec("data", "amazon18", "--reviews", files[0], "--meta", files[1], "--out", tmp_path / "cli", *common)
+    assert r.returncode == 0, r.stderr
+    assert Dataset.load(tmp_path / "cli").counts() == run(tmp_path, *files, max_history=10).counts()
+    cut = tmp_path / "cut_5.json.gz"
+    cut.write_bytes(files[0].read_bytes()[:100])
+    r = sidrec("data", "amazon18", "--reviews", cut, "--meta", files[1], "--out", tmp_path / "bad", *common)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and str(cut) in r.stderr
+    assert not (tmp_path / "bad" / "manifest.json").exists()
