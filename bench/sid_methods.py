@@ -81,7 +81,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for the builds (1: best on a shared CPU)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--force-embed", action="store_true")
-    ap.add_argument("--max-seq-length", type=int, default=64, help="tokens per item text (the CPU setting; None: 256)")
+    ap.add_argument("--max-seq-length", type=int, default=48, help="tokens per item text (the CPU setting; 0: the model limit, 256)")
     ap.add_argument("--reuse-builds", action="store_true", help="read finished builds' quality.json instead of rebuilding")
     args = ap.parse_args()
     out = Path(args.out)
@@ -91,7 +91,7 @@ def main() -> int:
     emb_file = out / "emb_minilm.npy"
     t0 = time.perf_counter()
     info = embed_items(data, emb_file, model="minilm", force=args.force_embed, progress=False,
-                       max_seq_length=args.max_seq_length)
+                       max_seq_length=args.max_seq_length or None)
     embed_wall = time.perf_counter() - t0
     X = np.load(emb_file)
     result = {"data": data_name, "num_items": len(X), "threads": args.threads, "loadavg_start": os.getloadavg(),
