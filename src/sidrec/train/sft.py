@@ -7,6 +7,8 @@ tokenizer are saved as a plain HF folder (`OUT/model`) that AutoModelForCausalLM
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -133,6 +135,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
 
     t0 = time.time()
     out = Path(out)
+    (out / "manifest.json").unlink(missing_ok=True)  # from here until the end the run is unfinished
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.batch_size % cfg.micro_batch_size:
@@ -149,7 +152,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
         valid_examples = [valid_examples[i] for i in sorted(pick)]
     valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len)
 
-    world = max(1, int(__import__("os").environ.get("WORLD_SIZE", 1)))
+    world = max(1, int(os.environ.get("WORLD_SIZE", 1)))
     accum = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
     steps_per_epoch = math.ceil(len(train) / (cfg.micro_batch_size * accum * world))
     eval_steps = max(1, int(cfg.eval_steps * steps_per_epoch) if cfg.eval_steps < 1 else int(cfg.eval_steps))
@@ -176,11 +179,14 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     model = trainer.model
     if cfg.lora is not None and not cfg.freeze_llm:
         model = model.merge_and_unload()
-    model_dir = out / "model"
-    model.save_pretrained(model_dir, safe_serialization=True)
-    tokenizer.save_pretrained(model_dir)
-    history = [h for h in trainer.state.log_history]
-    write_json(out / "train_log.json", history)
+    # the HF folder is several files: write it beside, then swap it in, so `model/` is always whole
+    model_dir, staging = out / "model", out / ".model.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    staging.rename(model_dir)
+    write_json(out / "train_log.json", list(trainer.state.log_history))
     write_manifest(out, "sft", config=cfg.model_dump(), inputs={"data": data_dir, "sids": sids},
                    seconds=time.time() - t0,
                    extra={"best_checkpoint": trainer.state.best_model_checkpoint,
