@@ -130,3 +130,16 @@ def test_sft_resumes_from_last_checkpoint(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_from"] is not None and manifest["global_step"] > total
     assert second.exists()
+
+
+def test_eval_cli_prints_both_tables(trained, tmp_path):
+    import subprocess
+    import sys
+
+    root, data, sids, model_dir = trained
+    r = subprocess.run([sys.executable, "-m", "sidrec", "eval", "--model", str(model_dir), "--data", str(data),
+                        "--sids", str(sids), "--out", str(tmp_path / "ev"), "--beams", "5"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "exact items" in r.stdout and "SID match" in r.stdout and "valid SIDs: 100.00%" in r.stdout
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["beams"] == 5
