@@ -26,7 +26,8 @@ import pandas as pd
 
 from sidrec.data.canonical import SPLITS, Dataset
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, write_json, write_manifest, write_text
+from sidrec.io import atomic_path, write_manifest, write_text
+from sidrec.sid.io import load_sids
 
 CSV_COLUMNS = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
                "item_sid"]
@@ -129,14 +130,6 @@ def read_item_json(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_index_json(path: Path) -> dict[int, list[str]]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    return {int(k): list(v) for k, v in raw.items()}
-
-
 def import_minionerec(src: str | Path, out: str | Path, max_history: int = 10) -> Dataset:
     """Read a MiniOneRec data folder into a canonical dataset at `out` (its SIDs, if any, into `out/sids/`)."""
     t0 = time.time()
@@ -158,12 +151,10 @@ def import_minionerec(src: str | Path, out: str | Path, max_history: int = 10) -
     ds = Dataset.from_frames(items, splits, users=users_df, meta=meta)
     inputs = {s: layout[s] for s in SPLITS} | {"item_json": layout["item_json"]}
     if layout["index_json"] is not None:
-        index = read_index_json(layout["index_json"])
-        missing = [i for i in range(ds.num_items) if i not in index]
-        if missing:
-            raise SidrecError(f"{layout['index_json']}: no SID for {len(missing)} items (first: {missing[:5]})")
+        _, tokens = load_sids(layout["index_json"])
+        _check_sid_count(layout["index_json"], len(tokens), ds.num_items, src)
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "sids" / "index.json", json.dumps({str(k): index[k] for k in sorted(index)}))
+        write_text(out / "sids" / "index.json", json.dumps({str(i): t for i, t in enumerate(tokens)}))
         write_manifest(out / "sids", "sid", config={"method": "imported", "source": str(layout["index_json"])},
                        inputs={"index_json": layout["index_json"]})
         inputs["index_json"] = layout["index_json"]
@@ -199,11 +190,8 @@ def export_minionerec(data: str | Path, out: str | Path, sids: str | Path | None
     if not index_path.exists():
         raise SidrecError(f"{index_path}: no SIDs to export; pass --sids with a folder holding index.json "
                           f"(from `sidrec sid build`)")
-    index = read_index_json(index_path)
-    missing = [i for i in range(ds.num_items) if i not in index]
-    if missing:
-        raise SidrecError(f"{index_path}: no SID for {len(missing)} items of {data} (first: {missing[:5]}); "
-                          f"were the SIDs built on another dataset?")
+    _, index = load_sids(index_path)
+    _check_sid_count(index_path, len(index), ds.num_items, data)
     category = ds.meta.get("category") or ds.meta.get("name") or "dataset"
     stem = ds.meta.get("minionerec_stem") or _stem_from_meta(ds.meta, category)
     titles = ds.titles()
@@ -239,6 +227,13 @@ def export_minionerec(data: str | Path, out: str | Path, sids: str | Path | None
     write_manifest(out, "data.export-minionerec", config={"data": str(data), "sids": str(index_path)},
                    inputs={"index_json": index_path}, seconds=time.time() - t0)
     return out
+
+
+def _check_sid_count(index_path: Path, num_sids: int, num_items: int, data: Path) -> None:
+    if num_sids != num_items:
+        missing = f"no SID for {num_items - num_sids} items" if num_sids < num_items else f"{num_sids - num_items} SIDs too many"
+        raise SidrecError(f"{index_path}: {missing} of {data} ({num_items} items); were the SIDs built on another "
+                          f"dataset?")
 
 
 def _stem_from_meta(meta: dict, category: str) -> str:
