@@ -12,9 +12,11 @@ import json
 import os
 import platform
 import tempfile
+import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlparse
 
 MANIFEST = "manifest.json"
 
@@ -108,3 +110,15 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     if not p.exists():
         return None
     return json.loads(p.read_text())
+
+
+def url_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host opens within `timeout`: a fast offline check before a library
+    would spend a minute on retries."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from sidrec.errors import SidrecError
-from sidrec.io import read_manifest
+from sidrec.io import read_manifest, url_reachable as reachable
 
 DEFAULT_CATEGORY = "Industrial_and_Scientific"
 # Searched in order when no data is given: a project-local copy, then the shared read-only copy beside the checkout.
@@ -28,16 +26,6 @@ def is_canonical(folder: Path) -> bool:
 
 def is_minionerec(folder: Path) -> bool:
     return (folder / "index").is_dir() and all((folder / s).is_dir() for s in ("train", "valid", "test"))
-
-
-def reachable(url: str, timeout: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def resolve_data(data: str | Path | None, workdir: Path, category: str = DEFAULT_CATEGORY) -> Path:

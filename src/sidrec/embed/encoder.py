@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
 from sidrec.embed.text import FIELDS, PLACEHOLDER, item_texts, texts_hash
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, write_json
+from sidrec.io import atomic_path, url_reachable, write_json
 
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
 OFFLINE_ALIASES = ("minilm", "offline", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
@@ -43,12 +41,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     # Without this probe an unreachable hub costs ~70 s of retries before the library gives up.
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    return url_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
 def load_encoder(model: str = DEFAULT_MODEL, device=None):

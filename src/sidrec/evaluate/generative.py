@@ -14,7 +14,7 @@ import torch
 from rich.progress import Progress
 
 from sidrec.data.canonical import Dataset
-from sidrec.decode import SidTrie, constrained_beam_search
+from sidrec.decode import BeamResult, SidTrie, constrained_beam_search
 from sidrec.errors import SidrecError
 from sidrec.evaluate.harness import MAX_PREDICTIONS, write_evaluation
 from sidrec.model.tokenizer import sid_token_ids
@@ -87,7 +87,7 @@ def evaluate_generative(model_dir: str | Path, data_dir: str | Path, sids: str |
     returned = sum(len(p) for p in predicted)
     valid = sum(s in catalogue for p in predicted for s in p)
     duplicate_rows = sum(len(set(p)) != len(p) for p in predicted)
-    items = [[it for s in row if s >= 0 for it in trie.items_of_sid[s]][:MAX_PREDICTIONS] for row in sid_index]
+    items = BeamResult(sid_index, scores).items(trie, limit=MAX_PREDICTIONS)
     extras = [{"target_sid": sid_strings[t], "predicted_sids": p, "scores": [round(float(x), 4) for x in sc[:len(p)]]}
               for t, p, sc in zip(df["target"], predicted, scores)]
     info = {"model": str(model_dir), "sids": str(sids), "beams": beams, "valid_sid_rate": valid / max(returned, 1),
