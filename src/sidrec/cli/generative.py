@@ -52,3 +52,21 @@ def eval_cmd(
         print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
                       title=f"{split} metrics (SID match, the paper's scoring)")
     console.print(f"valid SIDs: {res['valid_sid_rate']:.2%}; {res['rows_per_second']} rows/s; outputs in {out}")
+
+
+@app.command("rl")
+def rl_cmd(
+    model: Path = typer.Option(..., help="SFT model folder (`sidrec sft` OUT/model)."),
+    data: Path = typer.Option(..., help="Canonical dataset folder."),
+    sids: Path = typer.Option(..., help="SID folder (index.json) the SFT model was trained with."),
+    out: Path = typer.Option(..., help="Run folder: model/, checkpoints/, valid_history.json, manifest.json."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (section `rl`), e.g. configs/rl-cpu.yaml."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key, e.g. rl.beta=0.01."),
+):
+    """GRPO over constrained-beam groups with ranking-aware rewards (resumes from OUT/checkpoints when present)."""
+    from sidrec.config import load_config
+    from sidrec.train.rl import RlConfig, run_rl
+
+    cfg = load_config(RlConfig, config, set_, section="rl")
+    model_dir = run_rl(cfg, model, data, sids, out)
+    console.print(f"model saved to {model_dir}")

@@ -42,6 +42,17 @@ class BeamResult:
         return out
 
 
+def left_pad(encoded: list[list[int]], pad_id: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> left-padded (ids, attention_mask), the layout the beam search and GRPO rollouts use."""
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    return ids.to(device), mask.to(device)
+
+
 def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, new_start: int, dtype) -> torch.Tensor:
     """Additive 4D mask (B, 1, w, kv): each of the w new tokens sees the prompt's real tokens, the cache columns of
     its ancestors (`ancestors`: (B, w, t) column ids) and itself (column new_start + j)."""

@@ -14,7 +14,7 @@ import torch
 from rich.progress import Progress
 
 from sidrec.data.canonical import Dataset
-from sidrec.decode import BeamResult, SidTrie, constrained_beam_search
+from sidrec.decode import BeamResult, SidTrie, constrained_beam_search, left_pad
 from sidrec.errors import SidrecError
 from sidrec.evaluate.harness import MAX_PREDICTIONS, write_evaluation
 from sidrec.model.tokenizer import sid_token_ids
@@ -48,14 +48,8 @@ def rank_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, histories
         task = bar.add_task("beam search", total=len(prompts))
         for start in range(0, len(prompts), batch_size):
             rows = order[start:start + batch_size]
-            width = max(len(encoded[r]) for r in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, r in enumerate(rows):
-                n = len(encoded[r])
-                ids[i, width - n:] = torch.tensor(encoded[r])
-                mask[i, width - n:] = 1
-            res = constrained_beam_search(model, ids.to(device), mask.to(device), trie, beams)
+            ids, mask = left_pad([encoded[r] for r in rows], pad, device)
+            res = constrained_beam_search(model, ids, mask, trie, beams)
             sid_index[rows], scores[rows] = res.sid_index, res.scores
             bar.advance(task, len(rows))
     return sid_index, scores

@@ -1,0 +1,112 @@
+"""Rewards for GRPO over groups of G completions per prompt (one group = consecutive rows, in beam order).
+
+Each reward is a small function of a `Groups` batch and returns one float per completion; `combine` weights them.
+Targets come from the training example itself (its row in the split), never from a lookup by prompt text: MiniOneRec
+keys targets by prompt/history string, so two users with equal histories but different next items overwrite each
+other.
+
+- `rule`: 1 if the completion's SID is the target's, else 0.
+- `ranking`: MiniOneRec's rank-aware penalty. With w_i = (1/log2(i+2)) / sum_j 1/log2(j+2) over the G beam ranks, a
+  wrong item at rank i gets -w_i when its group contains the target; the target and every row of a group without it
+  get 0. MiniOneRec's paper default "ranking" is `rule` + this, i.e. weights {rule: 1, ranking: 1}.
+- `prefix`: the number of leading SID levels shared with the target, over L (the target itself gets 1). Dense: a
+  group that misses the target still ranks "right first code" above "wrong first code".
+- `collaborative`: a trained SASRec's logit for the completion's item given the history, z-scored within the group.
+- `diversity`: 1 - (others in the group with the same first-level code) / (G - 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from sidrec.errors import SidrecError
+
+REWARDS = ("rule", "ranking", "prefix", "collaborative", "diversity")
+
+
+@dataclass
+class Groups:
+    pred_codes: np.ndarray  # (N, L) SID of each completion
+    target_codes: np.ndarray  # (N, L) SID of the row's target
+    pred_items: np.ndarray  # (N,) item id of each completion (first item of its SID)
+    histories: list[list[int]]  # (N,) the row's history item ids
+    group_size: int
+
+    def __post_init__(self):
+        n = len(self.pred_codes)
+        if n % self.group_size:
+            raise SidrecError(f"{n} completions do not form groups of {self.group_size}")
+
+    def grouped(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(-1, self.group_size)
+
+
+def rule_reward(g: Groups, **_) -> np.ndarray:
+    return (g.pred_codes == g.target_codes).all(axis=1).astype(np.float64)
+
+
+def rank_weights(group_size: int) -> np.ndarray:
+    w = 1.0 / np.log2(np.arange(group_size) + 2.0)
+    return w / w.sum()
+
+
+def ranking_reward(g: Groups, **_) -> np.ndarray:
+    hit = g.grouped(rule_reward(g))
+    has_target = hit.any(axis=1, keepdims=True)
+    penalty = -rank_weights(g.group_size)[None, :]
+    return np.where(has_target & (hit == 0), penalty, 0.0).reshape(-1)
+
+
+def prefix_reward(g: Groups, **_) -> np.ndarray:
+    shared = np.cumprod(g.pred_codes == g.target_codes, axis=1).sum(axis=1)
+    return shared / g.pred_codes.shape[1]
+
+
+def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
+    if scorer is None:
+        raise SidrecError("the collaborative reward needs a SASRec scorer (rl.scorer: a `sidrec baseline sasrec` run)")
+    heads = g.histories[:: g.group_size]
+    cands = g.grouped(g.pred_items).tolist()
+    logits = np.asarray(scorer.score(heads, cands), dtype=np.float64)  # (groups, G)
+    std = logits.std(axis=1, keepdims=True)
+    z = np.where(std > 1e-8, (logits - logits.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8), 0.0)
+    return z.reshape(-1)
+
+
+def diversity_reward(g: Groups, **_) -> np.ndarray:
+    first = g.grouped(g.pred_codes[:, 0])
+    same = (first[:, :, None] == first[:, None, :]).sum(axis=2) - 1
+    return (1.0 - same / max(g.group_size - 1, 1)).reshape(-1)
+
+
+REWARD_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+    "rule": rule_reward, "ranking": ranking_reward, "prefix": prefix_reward,
+    "collaborative": collaborative_reward, "diversity": diversity_reward,
+}
+
+
+def check_rewards(weights: dict[str, float], scorer_path: str | None) -> None:
+    unknown = sorted(set(weights) - set(REWARD_FUNCTIONS))
+    if unknown:
+        raise SidrecError(f"unknown reward(s) {unknown}; choose from {', '.join(REWARDS)}")
+    if not any(w != 0 for w in weights.values()):
+        raise SidrecError("every reward weight is 0: nothing to learn from")
+    if weights.get("collaborative") and not scorer_path:
+        raise SidrecError("reward `collaborative` needs `scorer:` pointing at a trained SASRec "
+                          "(`sidrec baseline sasrec --data DIR --out OUT`, then scorer: OUT)")
+
+
+def combine(g: Groups, weights: dict[str, float], scorer=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Weighted sum of the configured rewards, and each reward on its own (for logging)."""
+    parts = {name: REWARD_FUNCTIONS[name](g, scorer=scorer) for name, w in weights.items() if w}
+    total = sum(weights[name] * r for name, r in parts.items())
+    return total, parts
+
+
+def zero_advantage_share(total: np.ndarray, group_size: int) -> float:
+    """Share of groups whose rewards are all equal: GRPO gives every completion in them zero advantage."""
+    grouped = total.reshape(-1, group_size)
+    return float((grouped.std(axis=1) < 1e-8).mean())

@@ -1,0 +1,187 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from generative_fixtures import make_toy
+from sidrec.errors import SidrecError
+from sidrec.evaluate.generative import load_model_for_inference
+from sidrec.sid.io import load_sids
+from sidrec.tasks.builders import fit_history
+from sidrec.tasks.template import sid_text
+from sidrec.train.rewards import (Groups, check_rewards, collaborative_reward, combine, diversity_reward,
+                                  prefix_reward, rank_weights, ranking_reward, rule_reward, zero_advantage_share)
+from sidrec.train.rl import RlConfig, run_rl, shared_prompt_logps
+from sidrec.train.sft import SftConfig, run_sft
+
+TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128,
+        "vocab_size": 300, "dropout": 0.0}
+
+
+# ------------------------------------------------------------------------------------------------ rewards, by hand
+def groups(pred, target, group_size, items=None, histories=None):
+    pred, target = np.array(pred), np.array(target)
+    return Groups(pred, target, np.array(items if items is not None else range(len(pred))),
+                  histories or [[0]] * len(pred), group_size)
+
+
+def test_rule_ranking_prefix_diversity_by_hand():
+    t = [1, 2, 3]
+    # group 1 (ranks 0..2): wrong, target, half-right; group 2: no target at all
+    g = groups([[9, 9, 9], [1, 2, 3], [1, 2, 0], [1, 0, 0], [1, 5, 5], [7, 7, 7]], [t] * 6, 3)
+    assert rule_reward(g).tolist() == [0, 1, 0, 0, 0, 0]
+    w = np.array([1, 1 / np.log2(3), 1 / np.log2(4)])
+    w = w / w.sum()
+    assert np.allclose(rank_weights(3), w)
+    # the target's group: wrong items get -w_rank, the target 0; a group without the target gets 0 everywhere
+    assert np.allclose(ranking_reward(g), [-w[0], 0, -w[2], 0, 0, 0])
+    assert np.allclose(prefix_reward(g), [0, 1, 2 / 3, 1 / 3, 1 / 3, 0])
+    # diversity: first codes (9, 1, 1) and (1, 1, 7)
+    assert np.allclose(diversity_reward(g), [1, 0.5, 0.5, 0.5, 0.5, 1])
+    total, parts = combine(g, {"rule": 1.0, "ranking": 1.0})
+    assert np.allclose(total, parts["rule"] + parts["ranking"])
+    # MiniOneRec's reward leaves group 2 with zero advantage; prefix credit gives it a signal
+    assert zero_advantage_share(total, 3) == 0.5
+    assert zero_advantage_share(combine(g, {"rule": 1.0, "prefix": 0.5})[0], 3) == 0.0
+
+
+def test_collaborative_reward_is_z_scored_per_group():
+    class FakeScorer:
+        def score(self, histories, candidates):
+            assert histories == [[4, 5], [6]]  # one history per group
+            return np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+
+    g = groups([[0, 0, 0]] * 6, [[0, 0, 0]] * 6, 3, items=[0, 1, 2, 3, 4, 5],
+               histories=[[4, 5]] * 3 + [[6]] * 3)
+    r = collaborative_reward(g, scorer=FakeScorer())
+    assert np.allclose(r[:3], [-1.2247449, 0, 1.2247449]) and np.allclose(r[3:], 0)
+
+
+def test_reward_config_errors():
+    with pytest.raises(SidrecError, match="unknown reward.*bogus"):
+        check_rewards({"bogus": 1.0}, None)
+    with pytest.raises(SidrecError, match="needs `scorer:`"):
+        check_rewards({"collaborative": 0.5}, None)
+    with pytest.raises(SidrecError, match="every reward weight is 0"):
+        check_rewards({"rule": 0.0}, None)
+
+
+# ------------------------------------------------------------------------------------------------- GRPO on a toy
+@pytest.fixture(scope="module")
+def weak_sft(tmp_path_factory):
+    """A barely trained SID model: uncertain enough that GRPO has room to move mass."""
+    root = tmp_path_factory.mktemp("rltoy")
+    data, sids = make_toy(root)
+    cfg = SftConfig(small=TINY, epochs=2, batch_size=32, micro_batch_size=32, learning_rate=5e-3, eval_steps=100,
+                    early_stopping_patience=None, cutoff_len=128, seed=0, tasks={"seqrec": 1.0})
+    return root, data, sids, run_sft(cfg, data, sids, root / "sft")
+
+
+def rl_config(**kw):
+    base = dict(num_generations=8, train_batch_size=32, micro_batch_size=32, sample_train=True, sample_size=96,
+                epochs=1, learning_rate=1e-2, beta=0.0, eval_step=0.5, eval_beams=10, max_valid_rows=20,
+                keep_best=False, rewards={"rule": 1.0}, seed=0)
+    return RlConfig(**{**base, **kw})
+
+
+def sid_log_shares(model_dir, data, sids, rows=64) -> torch.Tensor:
+    """(rows, items): log-share of every catalogue SID given each train prompt (the constrained decoder's view)."""
+    from sidrec.data import Dataset
+
+    tokenizer, model = load_model_for_inference(model_dir)
+    codes, _ = load_sids(sids)
+    sid_ids = [tokenizer(sid_text(c), add_special_tokens=False)["input_ids"] for c in codes]
+    out = []
+    for h in Dataset.load(data).splits["train"]["history"].iloc[:rows]:
+        prompt = tokenizer(fit_history("seqrec", list(h), codes, tokenizer, 128)[0], add_special_tokens=False)
+        ids = torch.tensor([prompt["input_ids"] + s for s in sid_ids])
+        with torch.no_grad():
+            logp = model(input_ids=ids).logits[:, -4:-1].log_softmax(-1)
+        seq = logp.gather(-1, ids[:, -3:, None]).squeeze(-1).sum(-1)  # log-likelihood of every SID
+        out.append(seq - torch.logsumexp(seq, 0))
+    return torch.stack(out)
+
+
+def catalogue_kl(model_dir, ref_dir, data, sids) -> float:
+    p, q = sid_log_shares(model_dir, data, sids), sid_log_shares(ref_dir, data, sids)
+    return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def test_shared_prompt_forward_equals_row_by_row(weak_sft):
+    _, _, _, model_dir = weak_sft
+    _, model = load_model_for_inference(model_dir)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 200, (k,), generator=gen) for k in (9, 6, 3)]
+    p, c = 9, 4
+    owners = [0, 1, 2, 0, 1, 0, 2, 2, 1, 0]  # groups interleaved, as after TRL's shuffle, unequal sizes
+    ids = torch.zeros((len(owners), p + c), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, o in enumerate(owners):
+        ids[r, p - len(prompts[o]):p] = prompts[o]
+        mask[r, p - len(prompts[o]):] = 1
+        ids[r, p:] = torch.randint(300, len(model.get_input_embeddings().weight), (c,), generator=gen)
+    logp, entropy = shared_prompt_logps(model, ids, mask, c, compute_entropy=True)
+    full = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    ref = full[:, p - 1:-1].float().log_softmax(-1)
+    assert torch.allclose(logp, ref.gather(-1, ids[:, p:, None]).squeeze(-1), atol=1e-5)
+    assert torch.allclose(entropy, -(ref.exp() * ref).sum(-1), atol=1e-5)
+    logp.sum().backward()  # the loss path is differentiable
+    assert model.get_input_embeddings().weight.grad is not None
+
+
+def test_grpo_moves_mass_to_the_rewarded_item(weak_sft, tmp_path):
+    """Every train row's target is set to item 5: rule-reward GRPO must raise item 5's share under the decoder."""
+    from sidrec.data import Dataset
+
+    root, data, sids, sft_dir = weak_sft
+    ds = Dataset.load(data)
+    train = ds.splits["train"].copy()
+    train["target"] = 5
+    Dataset.from_frames(ds.items, {**ds.splits, "train": train}, meta=ds.meta).save(tmp_path / "data5")
+    before = float(sid_log_shares(sft_dir, data, sids)[:, 5].mean())
+    out = run_rl(rl_config(), sft_dir, tmp_path / "data5", sids, tmp_path / "rl")
+    after = float(sid_log_shares(out, data, sids)[:, 5].mean())
+    assert after > before + 1.0, (before, after)
+    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["global_step"] == 24
+    log = json.loads((tmp_path / "rl" / "train_log.json").read_text())
+    assert any("rl/target_in_group" in e and "frac_reward_zero_std" in e for e in log)
+    history = json.loads((tmp_path / "rl" / "valid_history.json").read_text())
+    assert history[0]["step"] == 0 and history[-1]["step"] == 24
+
+
+def test_kl_to_the_reference_holds_the_policy_back(weak_sft, tmp_path):
+    root, data, sids, sft_dir = weak_sft
+    free = run_rl(rl_config(beta=0.0), sft_dir, data, sids, tmp_path / "free")
+    held = run_rl(rl_config(beta=2.0), sft_dir, data, sids, tmp_path / "held")
+    kl_free, kl_held = catalogue_kl(free, sft_dir, data, sids), catalogue_kl(held, sft_dir, data, sids)
+    assert kl_held < 0.7 * kl_free, (kl_free, kl_held)
+
+
+def test_add_target_puts_the_target_in_every_group(weak_sft, tmp_path):
+    root, data, sids, sft_dir = weak_sft
+    run_rl(rl_config(add_target=True, rewards={"rule": 1.0, "ranking": 1.0}), sft_dir, data, sids, tmp_path / "rl")
+    log = json.loads((tmp_path / "rl" / "train_log.json").read_text())
+    zero = [e["frac_reward_zero_std"] for e in log if "frac_reward_zero_std" in e]
+    assert zero and max(zero) == 0.0  # every group holds the target, so every group has a reward spread
+
+
+def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
+    root, data, sids, sft_dir = weak_sft
+    out = tmp_path / "rl"
+    with pytest.raises(SidrecError, match="unknown reward"):
+        run_rl(rl_config(rewards={"ndcg": 1.0}), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="needs `scorer:`"):
+        run_rl(rl_config(rewards={"collaborative": 1.0}), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="no SASRec checkpoint"):
+        run_rl(rl_config(rewards={"collaborative": 1.0}, scorer=str(tmp_path)), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="larger than the catalogue"):
+        run_rl(rl_config(num_generations=16, train_batch_size=32, micro_batch_size=16), sft_dir, data, sids, out)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({str(i): [f"<a_{i + 50}>", "<b_0>", "<c_0>"] for i in range(12)}))
+    with pytest.raises(SidrecError, match="no SID tokens"):
+        run_rl(rl_config(), sft_dir, data, other, out)
+    with pytest.raises(SidrecError, match="does not exist"):
+        run_rl(rl_config(), tmp_path / "nope", data, sids, out)
+    assert not (out / "checkpoints").exists()
