@@ -2,6 +2,17 @@
 
 Histories are cut from the left (oldest items dropped) to fit `cutoff_len`, one whole item at a time, so a SID is
 never cut in half; `fit_history` does that for every stage.
+
+Training-only knobs of `build_examples` (all off by default; `sidrec optimize` turns them on):
+- `short_history=k`: every seqrec row with more than k history items is added once more with only its last k items
+  (more short-context examples, for users with few interactions);
+- `drop_old_fraction=f`: every seqrec row with n >= 2 history items is added once more without its oldest
+  m = min(n - 1, max(1, floor(n * f))) items (the old part of the bad-case `recency_bias` pattern), so the target has
+  to be predicted from the recent items alone;
+- `balance_power=p`: inverse-frequency oversampling of seqrec rows (after the two above). A row whose target is the
+  target of c rows weighs c^-p; a row is kept once and, when its weight is above the mean, repeated
+  weight / mean times in expectation (floor plus a seeded coin for the fraction), so rare targets are seen more
+  often and frequent ones no less.
 """
 
 from __future__ import annotations
@@ -32,10 +43,48 @@ def fit_history(task: str, history: list[int], codes: np.ndarray, tokenizer, cut
     raise SidrecError(f"cutoff_len={cutoff_len} is too short for a prompt with even one history item; raise cutoff_len")
 
 
+def old_part(n: int, fraction: float) -> int:
+    """How many of the oldest of n history items make the "old part" (>= 1, < n; 0 when n < 2)."""
+    if n < 2:
+        return 0
+    return min(n - 1, max(1, int(np.floor(n * fraction))))
+
+
+def augment_histories(rows: list[dict], short_history: int = 0, drop_old_fraction: float = 0.0) -> list[dict]:
+    """`rows` plus the short-history and recent-only copies described in the module doc (marked `augment`)."""
+    extra = []
+    if short_history > 0:
+        extra += [{**r, "history": r["history"][-short_history:], "augment": "short_history"}
+                  for r in rows if len(r["history"]) > short_history]
+    if drop_old_fraction > 0:
+        for r in rows:
+            m = old_part(len(r["history"]), drop_old_fraction)
+            if m:
+                extra.append({**r, "history": r["history"][m:], "augment": "drop_old"})
+    return rows + extra
+
+
+def balance_copies(targets: np.ndarray, power: float, rng: np.random.Generator) -> np.ndarray:
+    """Copies of each row under inverse-frequency oversampling (see the module doc); all ones when power is 0."""
+    targets = np.asarray(targets)
+    if power <= 0 or len(targets) == 0:
+        return np.ones(len(targets), dtype=np.int64)
+    _, inverse, counts = np.unique(targets, return_inverse=True, return_counts=True)
+    weight = counts[inverse].astype(np.float64) ** -power
+    expected = np.maximum(1.0, weight / weight.mean())
+    copies = np.floor(expected).astype(np.int64)
+    copies += rng.random(len(copies)) < (expected - copies)
+    return copies
+
+
 def build_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[str, float], seed: int = 0,
-                   titles_max_words: int = 20) -> list[dict]:
+                   titles_max_words: int = 20, *, balance_power: float = 0.0, short_history: int = 0,
+                   drop_old_fraction: float = 0.0) -> list[dict]:
     """Examples of each enabled task; a task's weight w > 0 repeats its examples floor(w) times plus a
-    seeded fraction (w - floor(w)) of them, so weights change how much of each task training sees."""
+    seeded fraction (w - floor(w)) of them, so weights change how much of each task training sees.
+
+    `short_history`, `drop_old_fraction` and `balance_power` reshape the seqrec rows before the weight applies (module
+    doc); at their defaults the examples are exactly those without them."""
     check_sid_coverage(dataset, codes)
     unknown = set(tasks) - {"seqrec", "history2title", "title2sid", "sid2title"}
     if unknown:
@@ -49,10 +98,15 @@ def build_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[
             continue
         if task in SEQ_TASKS:
             base = [
-                {"task": task, "history": list(h), "row": r,
+                {"task": task, "history": list(h), "row": r, "target": int(t),
                  "response": sid_text(codes[t]) if task == "seqrec" else titles[t]}
                 for r, (h, t) in enumerate(zip(df["history"], df["target"]))
             ]
+            if task == "seqrec":
+                base = augment_histories(base, short_history, drop_old_fraction)
+                # its own stream, so the task-weight draws below are the same with and without balancing
+                copies = balance_copies([b["target"] for b in base], balance_power, np.random.default_rng([seed, 1]))
+                base = [b for b, c in zip(base, copies) for _ in range(c)]
         elif task == "title2sid":
             base = [{"task": task, "prompt": render_prompt(task, titles[i]), "response": sid_text(codes[i]), "item": i}
                     for i in range(dataset.num_items)]

@@ -327,6 +327,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
             self.best = max((h["NDCG@10"] for h in self.history), default=-1.0)
 
         def measure(self, state, model):
+            if not trainer.accelerator.is_main_process:  # one process measures and saves under accelerate launch
+                return
             m = valid_ranking(model, tokenizer, trie, codes, valid_hist, valid_targets, cfg.eval_beams,
                               cfg.cutoff_len)
             self.history.append({"step": state.global_step, **{k: round(v, 5) for k, v in m.items()}})

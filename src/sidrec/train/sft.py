@@ -35,10 +35,29 @@ class LoraSettings(BaseModel):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+class SamplingSettings(BaseModel):
+    """How seqrec train rows are drawn: `uniform` (each row once) or `inverse_frequency` (rows whose target is rare
+    are repeated, a row weighing (target count)^-power; see `sidrec.tasks.builders`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["uniform", "inverse_frequency"] = "uniform"
+    power: float = Field(0.5, gt=0, le=1)
+
+
+class AugmentSettings(BaseModel):
+    """Extra seqrec train rows built from the existing ones (0: off; see `sidrec.tasks.builders`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    short_history: int = Field(0, ge=0)  # k: rows with > k history items again with only their last k
+    drop_old_fraction: float = Field(0.0, ge=0, lt=1)  # f: rows again without their oldest floor(n * f) items
+
+
 class SftConfig(StageConfig):
     base_model: str = "small"  # "small": a Qwen2 built from `small` + a data tokenizer; else an HF id or local path
     small: SmallModelConfig = Field(default_factory=SmallModelConfig)
     tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
     epochs: float = 3.0
     batch_size: int = 128
     micro_batch_size: int = 16
@@ -62,6 +81,13 @@ class SftConfig(StageConfig):
     seed: int = 42
 
 
+def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:
+    """The training examples `run_sft` trains on: the task mix, with the sampling and augmentation settings."""
+    power = cfg.sampling.power if cfg.sampling.kind == "inverse_frequency" else 0.0
+    return build_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed, balance_power=power,
+                          short_history=cfg.augment.short_history, drop_old_fraction=cfg.augment.drop_old_fraction)
+
+
 def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff_len: int) -> list[dict]:
     eos = tokenizer.eos_token_id
     out = []
@@ -76,6 +102,38 @@ def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff
             p = p[: max(0, cutoff_len - len(response))]  # alignment prompts only: a long title is cut at the end
         out.append({"input_ids": p + response, "labels": [-100] * len(p) + response})
     return out
+
+
+def seeded_trainer_class():
+    """HF `Trainer` whose length-grouped sampler is seeded per epoch (seed + epoch).
+
+    HF's training `LengthGroupedSampler` draws its permutation from the global RNG, which a resumed run restores to
+    the state of the checkpoint, not of the epoch's start: the resumed run then trains on other batches. Seeding
+    the sampler from (seed, epoch) makes a killed and resumed run train exactly like an uninterrupted one.
+    """
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self, *args, seed: int, **kw):
+            super().__init__(*args, **kw)
+            self.seed = seed
+            self.set_epoch(0)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.generator = torch.Generator().manual_seed(self.seed + int(epoch))
+
+    class SeededTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset,
+                model_input_name="input_ids", seed=seed)
+
+    return SeededTrainer
 
 
 class PadCollator:
@@ -127,8 +185,32 @@ def prepare_model(cfg: SftConfig, dataset: Dataset, codes: np.ndarray):
     return tokenizer, model
 
 
+def training_arguments(cfg: SftConfig, out: str | Path, num_train: int):
+    """HF `TrainingArguments` for `num_train` tokenized examples (evaluation/saving every `eval_steps`)."""
+    from transformers import TrainingArguments
+
+    world = max(1, int(os.environ.get("WORLD_SIZE", 1)))
+    accum = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
+    steps_per_epoch = math.ceil(num_train / (cfg.micro_batch_size * accum * world))
+    eval_steps = max(1, int(cfg.eval_steps * steps_per_epoch) if cfg.eval_steps < 1 else int(cfg.eval_steps))
+    return TrainingArguments(
+        output_dir=str(Path(out) / "checkpoints"),
+        per_device_train_batch_size=cfg.micro_batch_size, per_device_eval_batch_size=cfg.micro_batch_size * 2,
+        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * steps_per_epoch * cfg.epochs),
+        lr_scheduler_type=cfg.lr_scheduler, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        logging_steps=max(1, eval_steps // 5), report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False, deepspeed=cfg.deepspeed,
+        # prompts run from ~20 to ~130 tokens; batching similar lengths halves the padded tokens on this data
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
 def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import EarlyStoppingCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     from sidrec.sid.io import load_sids
@@ -144,34 +226,17 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     codes, _ = load_sids(sids)
     tokenizer, model = prepare_model(cfg, dataset, codes)
 
-    train = tokenize_examples(build_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed), tokenizer, codes,
-                              cfg.cutoff_len)
+    train = tokenize_examples(train_examples(cfg, dataset, codes), tokenizer, codes, cfg.cutoff_len)
     valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
     if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
         pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)
         valid_examples = [valid_examples[i] for i in sorted(pick)]
     valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len)
 
-    world = max(1, int(os.environ.get("WORLD_SIZE", 1)))
-    accum = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
-    steps_per_epoch = math.ceil(len(train) / (cfg.micro_batch_size * accum * world))
-    eval_steps = max(1, int(cfg.eval_steps * steps_per_epoch) if cfg.eval_steps < 1 else int(cfg.eval_steps))
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=cfg.micro_batch_size, per_device_eval_batch_size=cfg.micro_batch_size * 2,
-        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * steps_per_epoch * cfg.epochs),
-        lr_scheduler_type=cfg.lr_scheduler, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
-        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        logging_steps=max(1, eval_steps // 5), report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False, deepspeed=cfg.deepspeed,
-        # prompts run from ~20 to ~130 tokens; batching similar lengths halves the padded tokens on this data
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
-    )
+    args = training_arguments(cfg, out, len(train))
     callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
-    trainer = Trainer(model=model, args=args, data_collator=PadCollator(tokenizer.pad_token_id), train_dataset=train,
+    SeededTrainer = seeded_trainer_class()
+    trainer = SeededTrainer(model=model, args=args, data_collator=PadCollator(tokenizer.pad_token_id), train_dataset=train,
                       eval_dataset=valid, processing_class=tokenizer, callbacks=callbacks)
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     trainer.train(resume_from_checkpoint=last)

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import transformers
+
+from generative_fixtures import make_toy
+from sidrec.errors import SidrecError
+from sidrec.pipeline import Pipeline, load_pipeline_config, run_pipeline
+
+TOY = [
+    "embed.model=minilm", "embed.max_seq_length=16",
+    "sid.codebook=4", "sid.threads=1",
+    "sft.small={hidden_size: 64, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 128, "
+    "vocab_size: 300, dropout: 0.0}",
+    "sft.epochs=6", "sft.batch_size=32", "sft.micro_batch_size=32", "sft.learning_rate=5e-3", "sft.eval_steps=10",
+    "sft.early_stopping_patience=null", "sft.cutoff_len=128", "sft.seed=0",
+    "rl.enabled=true", "rl.num_generations=4", "rl.sample_size=16", "rl.train_batch_size=16",
+    "rl.micro_batch_size=16", "rl.eval_beams=10", "rl.max_valid_rows=20", "rl.eval_step=0.5",
+    "eval.beams=10",
+]
+
+
+def statuses(run):
+    ledger = json.loads((run / "pipeline.json").read_text())
+    return {s: e["status"] for s, e in ledger["stages"].items()}, ledger
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    data, _ = make_toy(root)
+    return root, data
+
+
+def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
+    root, data = toy
+    cfg = load_pipeline_config("configs/smoke.yaml", TOY)
+    run = tmp_path / "run"
+    Pipeline(cfg, data, run).run()
+    st, ledger = statuses(run)
+    assert st == {s: "done" for s in ("data", "embed", "sid", "sft", "rl", "eval", "analyze")}
+    assert (run / "analysis" / "badcase_report.json").exists()
+    first = json.loads((run / "eval" / "results.json").read_text())
+    assert ledger["stages"]["eval"]["outputs"]["metrics"] == first["metrics"]
+    assert json.loads((run / "rl" / "manifest.json").read_text())["stage"] == "rl"
+
+    Pipeline(load_pipeline_config("configs/smoke.yaml", TOY), data, run).run()
+    _, ledger = statuses(run)
+    assert all(e.get("skipped_runs") == 1 for e in ledger["stages"].values())
+
+    # a changed SFT setting reruns SFT and everything after it, and nothing before
+    Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"]), data, run).run(until="eval")
+    _, ledger = statuses(run)
+    assert [s for s, e in ledger["stages"].items() if e.get("skipped_runs") == 2] == ["data", "embed", "sid"]
+
+    # one round of analyze -> optimize --auto -> retrain -> compare
+    cfg = load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"])
+    run_pipeline(cfg, data, run, iterate=1)
+    optimized = (run / "iter1" / "optimized.yaml").read_text()
+    assert "Strategies (chosen by --auto)" in optimized
+    assert load_pipeline_config(run / "iter1" / "optimized.yaml") != cfg
+    cmp = json.loads((run / "iter1" / "compare" / "compare.json").read_text())
+    assert json.dumps(cmp).count("iter1") >= 1
+    assert statuses(run / "iter1")[0]["eval"] == "done"
+
+
+def test_pipeline_killed_in_sft_resumes_there_with_the_same_result(toy, tmp_path, monkeypatch):
+    root, data = toy
+    overrides = TOY + ["rl.enabled=false"]
+    ref = tmp_path / "ref"
+    Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, ref).run(until="eval")
+    expected = json.loads((ref / "eval" / "results.json").read_text())["metrics"]
+
+    run = tmp_path / "run"
+    original = transformers.Trainer.training_step
+    calls = {"n": 0}
+
+    def dies_after_a_checkpoint(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 25:  # checkpoints every 10 steps
+            raise KeyboardInterrupt("killed")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", dies_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, run).run(until="eval")
+    monkeypatch.setattr(transformers.Trainer, "training_step", original)
+    st, _ = statuses(run)
+    assert st["sft"] == "running" and "eval" not in st
+    assert list((run / "sft" / "checkpoints").glob("checkpoint-*"))
+
+    Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, run).run(until="eval")
+    st, ledger = statuses(run)
+    assert [s for s, e in ledger["stages"].items() if e.get("skipped_runs")] == ["data", "embed", "sid"]
+    assert json.loads((run / "sft" / "manifest.json").read_text())["resumed_from"] is not None
+    assert json.loads((run / "eval" / "results.json").read_text())["metrics"] == expected
+
+
+def test_pipeline_config_errors(toy, tmp_path):
+    with pytest.raises(SidrecError, match="sft.learning_rat"):
+        load_pipeline_config("configs/smoke.yaml", ["sft.learning_rat=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sfft: {epochs: 1}\n")
+    with pytest.raises(SidrecError, match="unknown section.*sfft"):
+        load_pipeline_config(bad)
+    with pytest.raises(SidrecError, match="unknown stage 'train'"):
+        Pipeline(load_pipeline_config(None), toy[1], tmp_path / "r").run(start="train")
