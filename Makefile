@@ -8,18 +8,28 @@ OUT ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo smoke baselines test install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,serve]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
+# the whole workflow on the CPU recipe: data, embeddings, SIDs, SFT, RL, evaluation, bad-case analysis (~1.5 h on 2
+# cores; re-running skips finished stages)
 demo: $(STAMP)
-	$(BIN)/sidrec demo $(if $(DATA),--data $(DATA)) --out $(OUT)
+	$(BIN)/sidrec pipeline --config configs/cpu.yaml $(if $(DATA),--data $(DATA)) --out $(OUT)
+
+# every stage in a few minutes (first contact; not a result)
+smoke: $(STAMP)
+	$(BIN)/sidrec pipeline --config configs/smoke.yaml $(if $(DATA),--data $(DATA)) --out runs/smoke
+
+# popularity + SASRec baselines and their metrics table (~5 min)
+baselines: $(STAMP)
+	$(BIN)/sidrec demo $(if $(DATA),--data $(DATA)) --out runs/baselines
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

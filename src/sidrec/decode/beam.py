@@ -12,6 +12,11 @@ copies the prompt's KV cache once per beam and reorders it at every step. Here
 
 `bench/beam_search.py` measures the difference on the same model and prompts.
 
+The network is reached through a small step interface (`prefill` the prompts, `extend` them by one level of beam
+tokens, each returning the log-probabilities of the next level's code tokens), so the same search runs on a Hugging
+Face model (`HFStepModel`, what a plain `nn.Module` is wrapped in), a dynamically quantized one, or an ONNX Runtime
+session (`sidrec.serve.onnx_backend.OnnxStepModel`).
+
 Scores are sums of log-probabilities under a full-vocabulary softmax (no temperature, sampling, top-k/top-p or
 repetition penalty, whatever a checkpoint's generation_config.json says), so they equal the sequence log-likelihood
 of the SID given the prompt. Every returned SID is a catalogue SID and no SID is returned twice.
@@ -68,6 +73,40 @@ def _tree_mask(prompt_mask: torch.Tensor, ancestors: torch.Tensor, new_start: in
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
 
+class HFStepModel:
+    """A Hugging Face causal LM as the search's step model. The state between steps is the model's KV cache.
+
+    `prefill(input_ids, attention_mask, position_ids, code_ids)` -> (state, (B, 1, K) log-probs of `code_ids` after
+    the last prompt token); `extend(state, input_ids, mask4d, position_ids, code_ids)` -> (state, (B, w, K)) for w new
+    tokens placed after everything in the state, attending as the additive 4D mask (B, 1, w, cached + w) says.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        param = next(model.parameters())
+        self.device, self.mask_dtype = param.device, param.dtype
+
+    def prefill(self, input_ids, attention_mask, position_ids, code_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=True, logits_to_keep=1)
+        return out.cache, code_log_probs(out.logits[:, -1:, :], code_ids)
+
+    def extend(self, state, input_ids, mask, position_ids, code_ids):
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=state,
+                         use_cache=True)
+        return out.cache, code_log_probs(out.logits, code_ids)
+
+
+def code_log_probs(logits: torch.Tensor, code_ids: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary log-softmax, read at one level's code tokens."""
+    return torch.log_softmax(logits.float(), dim=-1)[..., code_ids]
+
+
+def as_step_model(model):
+    """A step model as is; anything else (an `nn.Module` causal LM) wrapped in `HFStepModel`."""
+    return model if hasattr(model, "prefill") and hasattr(model, "extend") else HFStepModel(model)
+
+
 @torch.no_grad()
 def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: SidTrie,
                             num_beams: int) -> BeamResult:
@@ -77,16 +116,14 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
     if num_beams > trie.num_sids:
         raise SidrecError(f"num_beams={num_beams} is larger than the catalogue's {trie.num_sids} distinct SIDs; "
                           f"lower --beams")
+    step = as_step_model(model)
     device = input_ids.device
     trie = trie.to(device) if trie.allowed[0].device != device else trie
     batch, prompt_len = input_ids.shape
     neg_inf = torch.tensor(float("-inf"), device=device)
-    mask_dtype = next(model.parameters()).dtype
 
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1)
-    cache, logits = out.cache, out.logits[:, -1:, :]  # (B, w, V) with w = 1 live beam per prompt
+    state, code_lp = step.prefill(input_ids, attention_mask, position_ids, trie.level_token_ids[0])  # (B, w=1, K)
     next_pos = position_ids[:, -1:] + 1
 
     beam_scores = torch.zeros((batch, 1), device=device)
@@ -95,7 +132,6 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
     cache_len = prompt_len
     for level in range(trie.levels):
         token_ids = trie.level_token_ids[level]
-        code_lp = torch.log_softmax(logits.float(), dim=-1)[..., token_ids]  # (B, w, K)
         cand = torch.where(trie.allowed[level][nodes], beam_scores.unsqueeze(-1) + code_lp, neg_inf)
         k = cand.shape[-1]
         beam_scores, flat = cand.view(batch, -1).topk(min(num_beams, cand.shape[1] * k), dim=-1)
@@ -109,12 +145,11 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
         w = flat.shape[1]
         parent_cols = ancestors.gather(1, parent.unsqueeze(-1).expand(-1, -1, ancestors.shape[2]))
         if level > 0:
-            parent_cols = torch.cat([parent_cols, (cache_len - logits.shape[1] + parent).unsqueeze(-1)], dim=2)
+            parent_cols = torch.cat([parent_cols, (cache_len - code_lp.shape[1] + parent).unsqueeze(-1)], dim=2)
         ancestors = parent_cols
-        mask = _tree_mask(attention_mask, ancestors, cache_len, mask_dtype)
-        out = model(input_ids=token_ids[code], attention_mask=mask, position_ids=next_pos.expand(-1, w),
-                    cache=cache, use_cache=True)
-        cache, logits = out.cache, out.logits
+        mask = _tree_mask(attention_mask, ancestors, cache_len, step.mask_dtype)
+        state, code_lp = step.extend(state, token_ids[code], mask, next_pos.expand(-1, w),
+                                     trie.level_token_ids[level + 1])
         cache_len += w
         next_pos = next_pos + 1
 

@@ -1,0 +1,119 @@
+"""`Recommender`: top-k items for a batch of histories, through the same constrained beam search as evaluation.
+
+    rec = Recommender.load("RUN/model", "SIDS", "DATA", backend="onnx")
+    rec.recommend([[12, 40, 7], [3]], k=10)   # -> [[Recommendation(item_id, title, score, sid), ...], ...]
+
+`evaluate_generative` ranks its split with `Recommender.rank`, so what is served is what was measured. A score is
+the beam's log-likelihood of the item's SID given the history (the sum of its tokens' full-vocabulary
+log-probabilities); items that share a SID (collisions) share its score and follow each other in item-id order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+
+from sidrec.data.canonical import Dataset
+from sidrec.decode import BeamResult, SidTrie
+from sidrec.errors import SidrecError
+from sidrec.tasks.template import sid_text
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: int
+    title: str
+    score: float  # log P(item's SID | history) under the model, from the beam search
+    sid: str
+
+
+class Recommender:
+    """A loaded model, its SIDs and catalogue, and a backend; see `load`."""
+
+    def __init__(self, step_model, tokenizer, trie: SidTrie, codes: np.ndarray, dataset: Dataset, *, beams: int,
+                 cutoff_len: int = 256, batch_size: int = 32, backend: str = "torch"):
+        self.step_model, self.tokenizer, self.trie, self.codes, self.dataset = step_model, tokenizer, trie, codes, dataset
+        self.beams, self.cutoff_len, self.batch_size, self.backend = beams, cutoff_len, batch_size, backend
+        self.titles = dataset.titles()
+        self.num_items = dataset.num_items
+
+    @classmethod
+    def load(cls, model_dir: str | Path, sids_dir: str | Path, data_dir: str | Path, *, backend: str = "torch",
+             device: str | None = None, beams: int = 50, cutoff_len: int = 256, batch_size: int = 32,
+             dtype: str = "fp32", threads: int | None = None, onnx_dir: str | Path | None = None) -> "Recommender":
+        """`backend`: "torch" (the model as trained), "int8" (dynamic int8 Linear layers, CPU) or "onnx" (ONNX Runtime,
+        CPU). `beams`: beam width, the most items one call can return per history. `threads`: ONNX Runtime's
+        intra-op threads (default: torch's). `onnx_dir`: keep the exported graph there (default: a temp folder)."""
+        from sidrec.evaluate.generative import build_trie
+        from sidrec.serve.backends import load_step_model
+        from sidrec.sid.io import load_sids
+        from sidrec.tasks.builders import check_sid_coverage
+
+        if not isinstance(beams, Integral) or beams < 1:
+            raise SidrecError(f"beams={beams!r} must be a positive integer")
+        dataset = Dataset.load(data_dir)
+        codes, _ = load_sids(sids_dir)
+        check_sid_coverage(dataset, codes)
+        tokenizer, step_model = load_step_model(model_dir, backend, device=device, dtype=dtype, threads=threads,
+                                                onnx_dir=onnx_dir)
+        trie = build_trie(tokenizer, codes)
+        if beams > trie.num_sids:
+            raise SidrecError(f"--beams {beams} is larger than the catalogue's {trie.num_sids} distinct SIDs")
+        return cls(step_model, tokenizer, trie, codes, dataset, beams=int(beams), cutoff_len=cutoff_len,
+                   batch_size=batch_size, backend=backend)
+
+    # ------------------------------------------------------------------ ranking
+    def check_histories(self, histories) -> list[list[int]]:
+        """Histories as lists of ints; a SidrecError names the first bad history and value."""
+        if isinstance(histories, (str, bytes)) or not hasattr(histories, "__len__"):
+            raise SidrecError(f"histories must be a list of item-id lists (one per user), got {type(histories).__name__}")
+        out = []
+        for i, history in enumerate(histories):
+            if isinstance(history, (Integral, str, bytes)) or not hasattr(history, "__len__"):
+                raise SidrecError(f"history {i} is {history!r}, not a list of item ids (pass one list per user)")
+            if len(history) == 0:
+                raise SidrecError(f"history {i} is empty: at least one item id is needed to recommend")
+            for item in history:
+                if isinstance(item, bool) or not isinstance(item, Integral):
+                    raise SidrecError(f"history {i}: item id {item!r} is not an integer")
+                if not 0 <= item < self.num_items:
+                    raise SidrecError(f"history {i}: unknown item id {item} (the catalogue has ids 0..{self.num_items - 1})")
+            out.append([int(item) for item in history])
+        return out
+
+    def rank(self, histories, progress: bool = False) -> BeamResult:
+        """The top `beams` SIDs (indices into `trie.sids`) and their log-likelihoods for each history."""
+        from sidrec.evaluate.generative import rank_histories
+
+        histories = self.check_histories(histories)
+        if not histories:
+            return BeamResult(np.zeros((0, self.beams), dtype=np.int64), np.zeros((0, self.beams)))
+        sid_index, scores = rank_histories(self.step_model, self.tokenizer, self.trie, self.codes, histories,
+                                           self.beams, self.cutoff_len, self.batch_size, progress=progress)
+        return BeamResult(sid_index, scores)
+
+    def recommend(self, histories, k: int = 10) -> list[list[Recommendation]]:
+        """The k best items for each history (item ids of the dataset), best first."""
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise SidrecError(f"k={k!r} must be a positive integer")
+        if k > self.num_items:
+            raise SidrecError(f"k={k} is more than the catalogue's {self.num_items} items")
+        if k > self.beams:
+            raise SidrecError(f"k={k} is more than the beam width {self.beams}; load the Recommender with beams >= {k}")
+        result = self.rank(histories)
+        out = []
+        for sids, scores in zip(result.sid_index.tolist(), result.scores.tolist()):
+            recs: list[Recommendation] = []
+            for s, score in zip(sids, scores):
+                if s < 0:
+                    break
+                sid = sid_text(self.trie.sids[s].tolist())
+                recs.extend(Recommendation(item, self.titles[item], float(score), sid)
+                            for item in self.trie.items_of_sid[s])
+                if len(recs) >= k:
+                    break
+            out.append(recs[:k])
+        return out
