@@ -1,0 +1,100 @@
+"""`sidrec serve` (the HTTP service, optionally an A/B test) and `sidrec ab-report` (its logged impressions scored)."""
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from sidrec.cli.app import app
+
+console = Console()
+DEFAULT_SALT = "sidrec-ab"  # = sidrec.serve.ab.DEFAULT_SALT (not imported here: sidrec.serve imports torch)
+
+
+@app.command("serve")
+def serve_cmd(
+    data: Path = typer.Option(..., help="Canonical dataset folder (the catalogue; shared by all variants)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder (RUN/model) or run folder: one variant, 'A'."),
+    sids: Optional[Path] = typer.Option(None, help="SID folder; default: the one the run's manifest.json records."),
+    variant: Optional[List[str]] = typer.Option(
+        None, "--variant", help="NAME=RUN_OR_MODEL_DIR or NAME=MODEL_DIR@SIDS_DIR; repeat for an A/B test (instead of --model)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Traffic shares of the variants, e.g. 50/50 (default: "
+                                                              "equal)."),
+    salt: str = typer.Option(DEFAULT_SALT, help="Salt of the user hash; a new salt reshuffles users."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    backend: str = typer.Option("torch", help="torch, int8 or onnx."),
+    beams: int = typer.Option(50, help="Beam width: the largest k a request may ask for."),
+    cutoff_len: int = typer.Option(256, help="Longest prompt in tokens (oldest history items dropped first)."),
+    threads: Optional[int] = typer.Option(None, help="Model threads (torch intra-op, ONNX Runtime)."),
+    max_batch: int = typer.Option(32, help="Most requests in one micro-batch (1 = no batching)."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for others to join its batch."),
+    max_history: int = typer.Option(100, help="Longest history a request may send."),
+    max_queue: int = typer.Option(4096, help="Queued requests per variant before answering 503."),
+    log: Optional[Path] = typer.Option(None, help="Impression log (SQLite); default OUT/impressions.sqlite."),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not log impressions."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the default impression log (default: the current "
+                                                  "folder)."),
+):
+    """Serve recommendations over HTTP (POST /recommend, GET /items, GET /healthz, GET / a page), micro-batched."""
+    import uvicorn
+
+    from sidrec.errors import SidrecError
+    from sidrec.serve.ab import ImpressionLog, parse_split
+    from sidrec.serve.app import ServeSettings, create_app, load_variants, parse_variant, resolve_model
+
+    if bool(model) == bool(variant):
+        raise SidrecError("give either --model (one model) or --variant NAME=DIR (one per variant), not both/neither")
+    if variant:
+        specs = [parse_variant(v, sids) for v in variant]
+    else:
+        specs = [("A", *resolve_model(model, sids))]
+    names = [s[0] for s in specs]
+    if len(set(names)) != len(names):
+        raise SidrecError(f"variant names repeat: {names}")
+    shares = parse_split(split, len(specs))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    recs = load_variants(specs, data, backend=backend, beams=beams, cutoff_len=cutoff_len,
+                         batch_size=max(max_batch, 1), threads=threads)
+    info = {name: {"model": str(m), "sids": str(s), "backend": backend, "beams": beams} for name, m, s in specs}
+    config = {"data": str(data), "variants": info, "shares": dict(zip(names, shares)), "salt": salt}
+    log_path = None if no_log else Path(log) if log else Path(out or ".") / "impressions.sqlite"
+    impression_log = ImpressionLog(log_path, config=config) if log_path else None
+    settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_history=max_history,
+                             max_queue=max_queue, salt=salt, info={"data": str(data), "variants": info,
+                                                                   "log": str(log_path) if log_path else None})
+    api = create_app(recs, shares=shares, log_to=impression_log, settings=settings, close_log=True)
+    split_text = ", ".join(f"{n} {s:.0%}" for n, s in zip(names, shares))
+    console.print(f"serving {split_text} on http://{host}:{port} (max batch {max_batch}, max wait {max_wait_ms} ms; "
+                  f"impressions: {log_path or 'not logged'})", highlight=False)
+    uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)  # closes the log on shutdown
+
+
+@app.command("ab-report")
+def ab_report_cmd(
+    log: Path = typer.Option(..., help="Impression log written by `sidrec serve`."),
+    data: Path = typer.Option(..., help="Canonical dataset folder with the held-out split."),
+    split: str = typer.Option("test", help="Split whose rows' next items are the ground truth."),
+    k: int = typer.Option(10, help="Cut-off K of HR@K and NDCG@K."),
+    ci: str = typer.Option("normal", help="95% intervals: normal (mean ± 1.96 se over rows), bootstrap (rows) "
+                                                  "or user-bootstrap (whole users, conservative)."),
+    resamples: int = typer.Option(2000, help="Bootstrap resamples (--ci bootstrap, user-bootstrap)."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    control: Optional[str] = typer.Option(None, help="Variant the others are compared with (default: first name)."),
+    out: Optional[Path] = typer.Option(None, help="Report JSON (default: LOG's folder/ab_report.json)."),
+):
+    """Per-variant HR@K / NDCG@K of logged impressions against the split's next items, with 95% CIs and B−A."""
+    from sidrec.io import write_json
+    from sidrec.serve.ab import ab_report, print_ab_report
+
+    report = ab_report(log, data, split=split, k=k, ci=ci, control=control, resamples=resamples, seed=seed)
+    out = out or Path(log).parent / "ab_report.json"
+    write_json(out, report)
+    print_ab_report(report, console)
+    console.print(f"{report['impressions']} impressions, {report['matched']} matched to {split} rows, "
+                  f"{report['unmatched']} unmatched, {report['duplicates']} duplicates; report in {out}",
+                  highlight=False)
