@@ -197,6 +197,13 @@ def test_identity_detects_another_dataset(world, tmp_path):
     other = make_dataset(tmp_path / "other", name="other")
     with pytest.raises(SidrecError, match="another dataset.*name: report 'tiny' vs dataset 'other'"):
         check_identity(rep, Dataset.load(other))
+    # `sidrec optimize --data` refuses a report computed on another dataset, before writing anything
+    from sidrec.optimize.strategies import optimize
+
+    optimize(world["out"], tmp_path / "ok.yaml", auto=True, data=world["data"])
+    with pytest.raises(SidrecError, match="another dataset"):
+        optimize(world["out"], tmp_path / "bad.yaml", auto=True, data=other)
+    assert not (tmp_path / "bad.yaml").exists()
 
 
 def test_category_falls_back_to_sid_then_unavailable(world, tmp_path, monkeypatch):

@@ -253,7 +253,8 @@ def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | No
         here.mkdir(parents=True, exist_ok=True)
         base = here / "base.yaml"
         write_text(base, yaml.safe_dump(previous_cfg.model_dump(mode="json"), sort_keys=False))
-        optimize(previous / "analysis" / "badcase_report.json", here / "optimized.yaml", auto=True, base=base)
+        optimize(previous / "analysis" / "badcase_report.json", here / "optimized.yaml", auto=True, base=base,
+                 data=Pipeline(previous_cfg, data, previous).dataset_dir())
         next_cfg = load_pipeline_config(here / "optimized.yaml")
         console.rule(f"[bold]iteration {k}: {here / 'optimized.yaml'}")
         Pipeline(next_cfg, data, here, ask=ask).run(start=start)

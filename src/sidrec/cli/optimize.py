@@ -53,13 +53,14 @@ def optimize_cmd(
         None, "--strategy", help="long_tail | cold_start | short_history | recency_bias | sid_quality | "
                                  "hyperparameter; repeat or comma-separate."),
     base: Optional[Path] = typer.Option(None, "--base", help="Run config to start from, e.g. configs/cpu.yaml."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Check that the report was computed on this dataset."),
 ):
     """Turn a bad-case report into config overrides (sections sft / rl / sid) merged into a base config.
 
     Without --auto or --strategy, shows the report's patterns and asks which strategies to apply."""
     from sidrec.optimize.strategies import optimize
 
-    _, applied = optimize(report, out, names=strategy, auto=auto, base=base, choose=_ask)
+    _, applied = optimize(report, out, names=strategy, auto=auto, base=base, choose=_ask, data=data)
     t = Table(title=f"{out}")
     for col in ("strategy", "setting", "before", "after"):
         t.add_column(col)

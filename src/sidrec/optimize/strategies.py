@@ -481,15 +481,22 @@ def dump_config(data: dict) -> str:
 
 
 def optimize(report_path: str | Path, out: str | Path, names: list[str] | None = None, auto: bool = False,
-             base: str | Path | None = None, choose: Callable[[BadcaseReport, list[Choice]], list[str]] | None = None
-             ) -> tuple[str, list[Applied]]:
+             base: str | Path | None = None, choose: Callable[[BadcaseReport, list[Choice]], list[str]] | None = None,
+             data: str | Path | None = None) -> tuple[str, list[Applied]]:
     """Read the report and base config, pick strategies (auto, named, or `choose(report, suggested)`), write the
-    optimized YAML atomically to `out`; returns its text and what each strategy changed."""
+    optimized YAML atomically to `out`; returns its text and what each strategy changed. With `data`, the report
+    must have been computed on that dataset (a report of another dataset would tune the wrong run)."""
     from sidrec.io import write_text
 
     if auto and names:
         raise SidrecError("give either --auto or --strategy, not both")
     report = read_report(report_path)
+    if data is not None:
+        from sidrec.analysis.badcase import check_identity
+        from sidrec.data.canonical import Dataset
+
+        raw = json.loads(Path(report.source).read_text())
+        check_identity(raw, Dataset.load(data), report.source)
     base_data = read_yaml(base) if base is not None else {}
     validate_config(base_data, str(base) if base else "base config")  # report a bad base before asking anything
     if auto:
