@@ -36,8 +36,10 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the page test will be skipped"
 
+# two test files at a time, one thread each: on 2 cores this is ~4 min, while torch's default of 2 threads per
+# process oversubscribes the cores as soon as a test starts a subprocess (measured: 20 min)
 test: $(STAMP) browser
-	$(BIN)/python -m pytest tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
