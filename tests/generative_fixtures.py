@@ -37,3 +37,18 @@ def make_toy(folder, n_users=80, seq_len=6, seed=0):
     index = {str(i): [f"<{'abc'[l]}_{c}>" for l, c in enumerate(row)] for i, row in enumerate(codes.tolist())}
     (sids / "index.json").write_text(json.dumps(index))
     return folder / "data", sids
+
+
+TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128,
+        "vocab_size": 300, "dropout": 0.0}
+
+
+def train_toy_sft(root, epochs: int, eval_steps: int = 1000):
+    """The toy catalogue under `root` and a tiny seq-rec SFT model trained on it: (data, sids, model_dir)."""
+    from sidrec.train.sft import SftConfig, run_sft
+
+    data, sids = make_toy(root)
+    cfg = SftConfig(small=TINY, epochs=epochs, batch_size=32, micro_batch_size=32, learning_rate=5e-3,
+                    eval_steps=eval_steps, early_stopping_patience=None, cutoff_len=128, seed=0,
+                    tasks={"seqrec": 1.0})
+    return data, sids, run_sft(cfg, data, sids, root / "sft")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from generative_fixtures import NUM_ITEMS, make_toy, toy_codes
+from generative_fixtures import NUM_ITEMS, toy_codes, train_toy_sft
 from sidrec.data import Dataset
 from sidrec.decode import SidTrie, constrained_beam_search
 from sidrec.errors import SidrecError
@@ -12,20 +12,14 @@ from sidrec.evaluate.generative import evaluate_generative
 from sidrec.serve import Recommendation, Recommender
 from sidrec.serve.onnx_backend import OnnxStepModel
 from sidrec.tasks.template import sid_text
-from sidrec.train.sft import SftConfig, run_sft
 
-TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128,
-        "vocab_size": 300, "dropout": 0.0}
 BEAMS = 10
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    data, sids = make_toy(root)
-    cfg = SftConfig(small=TINY, epochs=15, batch_size=32, micro_batch_size=32, learning_rate=5e-3, eval_steps=1000,
-                    early_stopping_patience=None, cutoff_len=128, seed=0, tasks={"seqrec": 1.0})
-    model_dir = run_sft(cfg, data, sids, root / "sft")
+    data, sids, model_dir = train_toy_sft(root, epochs=15)
     test = Dataset.load(data).splits["test"]
     return {"root": root, "data": data, "sids": sids, "model": model_dir,
             "histories": [list(h) for h in test["history"]], "targets": test["target"].tolist()}

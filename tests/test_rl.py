@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from generative_fixtures import make_toy
+from generative_fixtures import train_toy_sft
 from sidrec.errors import SidrecError
 from sidrec.evaluate.generative import load_model_for_inference
 from sidrec.sid.io import load_sids
@@ -13,10 +13,7 @@ from sidrec.tasks.template import sid_text
 from sidrec.train.rewards import (Groups, check_rewards, collaborative_reward, combine, diversity_reward,
                                   prefix_reward, rank_weights, ranking_reward, rule_reward, zero_advantage_share)
 from sidrec.train.rl import RlConfig, run_rl, shared_prompt_logps
-from sidrec.train.sft import SftConfig, run_sft
 
-TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128,
-        "vocab_size": 300, "dropout": 0.0}
 
 
 # ------------------------------------------------------------------------------------------------ rewards, by hand
@@ -72,10 +69,8 @@ def test_reward_config_errors():
 def weak_sft(tmp_path_factory):
     """A barely trained SID model: uncertain enough that GRPO has room to move mass."""
     root = tmp_path_factory.mktemp("rltoy")
-    data, sids = make_toy(root)
-    cfg = SftConfig(small=TINY, epochs=2, batch_size=32, micro_batch_size=32, learning_rate=5e-3, eval_steps=100,
-                    early_stopping_patience=None, cutoff_len=128, seed=0, tasks={"seqrec": 1.0})
-    return root, data, sids, run_sft(cfg, data, sids, root / "sft")
+    data, sids, model_dir = train_toy_sft(root, epochs=2, eval_steps=100)
+    return root, data, sids, model_dir
 
 
 def rl_config(**kw):

@@ -21,7 +21,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from generative_fixtures import NUM_ITEMS, make_toy  # noqa: E402
+from generative_fixtures import NUM_ITEMS, train_toy_sft  # noqa: E402
 from sidrec.data import Dataset  # noqa: E402
 from sidrec.errors import SidrecError  # noqa: E402
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks  # noqa: E402
@@ -30,10 +30,7 @@ from sidrec.serve.ab import (ImpressionLog, Router, ab_report, mean_ci, parse_sp
                              user_unit)
 from sidrec.serve.app import ServeSettings, create_app, parse_variant  # noqa: E402
 from sidrec.serve.batching import MicroBatcher  # noqa: E402
-from sidrec.train.sft import SftConfig, run_sft  # noqa: E402
 
-TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128,
-        "vocab_size": 300, "dropout": 0.0}
 BEAMS = 10
 MAX_HISTORY = 20
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -43,10 +40,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    data, sids = make_toy(root)
-    cfg = SftConfig(small=TINY, epochs=15, batch_size=32, micro_batch_size=32, learning_rate=5e-3, eval_steps=1000,
-                    early_stopping_patience=None, cutoff_len=128, seed=0, tasks={"seqrec": 1.0})
-    model_dir = run_sft(cfg, data, sids, root / "sft")
+    data, sids, model_dir = train_toy_sft(root, epochs=15)
     ds = Dataset.load(data)
     return {"root": root, "data": data, "sids": sids, "model": model_dir, "run": root / "sft", "dataset": ds}
 
