@@ -105,11 +105,22 @@ def write_manifest(
     return manifest
 
 
+def read_json(path: str | os.PathLike, hint: str = "") -> Any:
+    """Parse a JSON file; a malformed one raises a SidrecError naming the file, line and what is wrong."""
+    from sidrec.errors import SidrecError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})" + (f"; {hint}" if hint else "")) from None
+
+
 def read_manifest(folder: str | os.PathLike) -> dict | None:
     p = Path(folder) / MANIFEST
     if not p.exists():
         return None
-    return json.loads(p.read_text())
+    return read_json(p)
 
 
 def url_reachable(url: str, timeout: float = 3.0) -> bool:

@@ -22,7 +22,7 @@ from rich.console import Console
 from sidrec.analysis.badcase import AnalysisConfig
 from sidrec.config import StageConfig, deep_merge, parse_overrides, read_yaml
 from sidrec.errors import SidrecError
-from sidrec.io import config_hash, read_manifest, write_json
+from sidrec.io import config_hash, read_json, read_manifest, write_json
 from sidrec.sid.config import EmbedConfig, SidConfig
 from sidrec.train.rl import RlConfig
 from sidrec.train.sft import SftConfig
@@ -81,7 +81,7 @@ class Pipeline:
         self.cfg, self.data, self.run_dir, self.ask = cfg, data, Path(run_dir), ask
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.run_dir / LEDGER
-        self.ledger: dict = read_manifest_like(self.ledger_path)
+        self.ledger: dict = read_ledger(self.ledger_path)
         self.paths = {
             "dataset": self.run_dir / "dataset", "embeddings": self.run_dir / "embed" / "embeddings.npy",
             "sids": self.run_dir / "sid", "sft": self.run_dir / "sft", "rl": self.run_dir / "rl",
@@ -263,15 +263,10 @@ def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | No
     return ledger
 
 
-def read_manifest_like(path: Path) -> dict:
-    import json
-
+def read_ledger(path: Path) -> dict:
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{path}: the run ledger is not valid JSON ({e}); move it away to start the run afresh")
+    return read_json(path, hint="the run ledger is damaged; move it away to start the run afresh")
 
 
 def interactive_ask(stage: str, state: str) -> str:

@@ -48,7 +48,7 @@ from pydantic import Field
 from sidrec.config import StageConfig
 from sidrec.data.canonical import SPLITS, Dataset
 from sidrec.errors import SidrecError
-from sidrec.io import write_json, write_jsonl, write_manifest, write_text
+from sidrec.io import read_json, write_json, write_jsonl, write_manifest, write_text
 
 PATTERNS = ("cold_start", "long_tail", "short_history", "category_mismatch", "recency_bias")
 REPORT = "badcase_report.json"
@@ -213,10 +213,7 @@ def load_eval(eval_dir: str | Path) -> tuple[dict, list[dict], Path]:
     if missing:
         raise SidrecError(f"{eval_dir}: no {' or '.join(missing)}; an evaluation folder holds results.json and "
                           f"predictions.jsonl (written by `sidrec eval` / `sidrec baseline`)")
-    try:
-        results = json.loads(res_path.read_text())
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{res_path}: not valid JSON ({e.msg})") from None
+    results = read_json(res_path)
     rows = []
     with open(pred_path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):

@@ -14,16 +14,9 @@ from typing import Sequence
 
 from sidrec.analysis.badcase import PATTERNS, REPORT
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, write_json, write_manifest, write_text
+from sidrec.io import atomic_path, read_json, write_json, write_manifest, write_text
 
 METRICS = tuple(f"{m}@{k}" for k in (5, 10, 20) for m in ("HR", "NDCG"))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{path}: not valid JSON ({e.msg})") from None
 
 
 def _default_name(path: Path) -> str:
@@ -66,7 +59,7 @@ def resolve_run(arg: str | Path) -> dict:
         if results_path is None and report_path is None:
             raise SidrecError(f"{p}: no results.json, eval/results.json or {REPORT} here; give an evaluation, run or "
                               f"analysis folder")
-    report = _read_json(report_path) if report_path else None
+    report = read_json(report_path) if report_path else None
     if report is not None and "patterns" not in report:
         raise SidrecError(f"{report_path}: not a bad-case report (no 'patterns'); write one with `sidrec analyze`")
     if results_path is None and report is not None:
@@ -74,7 +67,7 @@ def resolve_run(arg: str | Path) -> dict:
         if report.get("eval") and cand.is_file():
             results_path = cand
     if results_path is not None:
-        results = _read_json(results_path)
+        results = read_json(results_path)
     else:  # an analysis whose evaluation folder moved: its report keeps the metrics
         results = {"metrics": report.get("metrics") or {}, "num_samples": report.get("num_rows"),
                    "split": report.get("dataset", {}).get("split")}

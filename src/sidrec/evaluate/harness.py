@@ -20,7 +20,7 @@ import numpy as np
 
 from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import KS, hr_ndcg, target_ranks
-from sidrec.io import write_json, write_jsonl, write_manifest
+from sidrec.io import read_json, write_json, write_jsonl, write_manifest
 
 MAX_PREDICTIONS = 50
 
@@ -95,7 +95,7 @@ def load_results(path: str | Path) -> dict:
         path = path / "results.json"
     if not path.exists():
         raise SidrecError(f"{path}: no results.json; run an evaluation with --out pointing here first")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def load_predictions(folder: str | Path) -> list[dict]:

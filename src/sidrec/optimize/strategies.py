@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from sidrec.config import deep_merge, read_yaml
 from sidrec.errors import SidrecError
+from sidrec.io import read_json
 
 STRATEGIES = ("long_tail", "cold_start", "short_history", "recency_bias", "sid_quality", "hyperparameter")
 PATTERNS = ("cold_start", "long_tail", "short_history", "category_mismatch", "recency_bias")
@@ -219,11 +220,7 @@ def read_report(path: str | Path) -> BadcaseReport:
         path = path / "badcase_report.json"
     if not path.exists():
         raise SidrecError(f"{path}: bad-case report does not exist (write it with `sidrec analyze`)")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    return parse_report(obj, str(path))
+    return parse_report(read_json(path), str(path))
 
 
 # ---------------------------------------------------------------------------------------------------- base config
@@ -495,8 +492,7 @@ def optimize(report_path: str | Path, out: str | Path, names: list[str] | None =
         from sidrec.analysis.badcase import check_identity
         from sidrec.data.canonical import Dataset
 
-        raw = json.loads(Path(report.source).read_text())
-        check_identity(raw, Dataset.load(data), report.source)
+        check_identity(read_json(report.source), Dataset.load(data), report.source)
     base_data = read_yaml(base) if base is not None else {}
     validate_config(base_data, str(base) if base else "base config")  # report a bad base before asking anything
     if auto:

@@ -6,14 +6,13 @@ at the edge: level l's letter is chr(ord('a') + l), codes are 0-based as in the 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
 from sidrec.errors import SidrecError
-from sidrec.io import write_json
+from sidrec.io import read_json, write_json
 
 INDEX_FILE = "index.json"
 _TOKEN = re.compile(r"<([a-z])_(\d+)>")
@@ -47,10 +46,7 @@ def load_sids(path: str | Path) -> tuple[np.ndarray, list[list[str]]]:
         path = path / INDEX_FILE
     if not path.exists():
         raise SidrecError(f"{path}: no SID index here (build one with `sidrec sid build`)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{path}: not valid JSON ({e})") from None
+    raw = read_json(path)
     if not isinstance(raw, dict) or not raw:
         raise SidrecError(f"{path}: expected a non-empty mapping item_id -> list of SID tokens")
     try:
