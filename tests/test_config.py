@@ -1,6 +1,6 @@
 import pytest
 
-from sidrec.config import StageConfig, load_config, parse_overrides
+from sidrec.config import StageConfig, apply_overrides, load_config
 from sidrec.errors import SidrecError
 
 
@@ -15,7 +15,14 @@ def test_yaml_section_and_overrides(tmp_path):
     cfg.write_text("toy:\n  lr: 0.01\n  epochs: 5\nother: 1\n")
     c = load_config(Toy, cfg, ["toy.epochs=7", "tags=[a, b]"], section="toy")
     assert (c.lr, c.epochs, c.tags) == (0.01, 7, ["a", "b"])
-    assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+    assert apply_overrides({}, ["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+def test_a_mapping_override_replaces_the_mapping():
+    data = {"sft": {"tasks": {"seqrec": 1.0, "title2sid": 1.0}, "epochs": 8}}
+    assert apply_overrides(data, ["sft.tasks={seqrec: 1.0}"])["sft"] == {"tasks": {"seqrec": 1.0}, "epochs": 8}
+    assert apply_overrides(data, ["sft.tasks.title2sid=0"])["sft"]["tasks"] == {"seqrec": 1.0, "title2sid": 0}
+    assert data["sft"]["tasks"] == {"seqrec": 1.0, "title2sid": 1.0}  # the input is not modified
 
 
 def test_unknown_key_and_bad_value_are_clear(tmp_path):

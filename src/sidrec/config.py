@@ -7,6 +7,7 @@ applies the overrides and validates.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,18 +23,31 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """`["a.b=3", "c=[1,2]"]` -> `{"a": {"b": 3}, "c": [1, 2]}`; values are parsed as YAML scalars/lists."""
-    out: dict[str, Any] = {}
+def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
+    """`["a.b=3", "c=[1,2]"]` -> `[(["a", "b"], 3), (["c"], [1, 2])]`; values are parsed as YAML."""
+    out = []
     for pair in pairs or []:
         if "=" not in pair:
             raise SidrecError(f"override '{pair}' must look like key=value (e.g. sasrec.epochs=50)")
         key, raw = pair.split("=", 1)
+        out.append((key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""))
+    return out
+
+
+def apply_overrides(data: dict, pairs: list[str] | None, section: str | None = None) -> dict:
+    """A copy of `data` with each `key.path=value` set. The value replaces what the path names, a mapping too:
+    `sft.tasks={seqrec: 1}` trains seqrec alone rather than merging into the file's task weights, because that is
+    what the command line says. With `section`, a leading `section.` is optional."""
+    out = copy.deepcopy(data)
+    for parts, value in parse_overrides(pairs):
+        if section is not None and len(parts) > 1 and parts[0] == section:
+            parts = parts[1:]
         node = out
-        parts = key.strip().split(".")
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
     return out
 
 
@@ -67,10 +81,7 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
         data = read_yaml(path)
         if section is not None:
             data = data.get(section, {}) or {}
-    ov = parse_overrides(overrides)
-    if section is not None and section in ov and isinstance(ov[section], dict):
-        ov = {**{k: v for k, v in ov.items() if k != section}, **ov[section]}
-    data = deep_merge(data, ov)
+    data = apply_overrides(data, overrides, section)
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -20,7 +20,7 @@ from pydantic import Field
 from rich.console import Console
 
 from sidrec.analysis.badcase import AnalysisConfig
-from sidrec.config import StageConfig, deep_merge, parse_overrides, read_yaml
+from sidrec.config import StageConfig, apply_overrides, read_yaml
 from sidrec.errors import SidrecError
 from sidrec.io import config_hash, read_json, read_manifest, write_json
 from sidrec.sid.config import EmbedConfig, SidConfig
@@ -61,7 +61,7 @@ def load_pipeline_config(path: str | Path | None, overrides: list[str] | None = 
     unknown = sorted(set(data) - set(PipelineConfig.model_fields))
     if unknown:
         raise SidrecError(f"{path}: unknown section(s) {unknown}; valid: {', '.join(PipelineConfig.model_fields)}")
-    data = deep_merge(data, parse_overrides(overrides))
+    data = apply_overrides(data, overrides)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
