@@ -153,6 +153,13 @@ def test_build_sids_writes_index_quality_manifest(X, tmp_path):
     assert q["after"]["collision_groups"] == 0 and q["before"]["per_level"][0]["entropy"] > 0.99
     assert json.loads((tmp_path / "sids/quality.json").read_text())["seconds"] >= 0
 
+    # rebuilt with another method: the old method's own files go, a file no build wrote stays
+    (tmp_path / "sids/notes.txt").write_text("mine")
+    build_sids("rqkmeans", tmp_path / "e.npy", None, tmp_path / "sids", codebook=16, threads=1)
+    files = {p.name for p in (tmp_path / "sids").iterdir()}
+    assert "prices.npz" not in files and {"codebooks.npz", "index.json", "notes.txt"} <= files
+    assert json.loads((tmp_path / "sids/manifest.json").read_text())["config"]["method"] == "rqkmeans"
+
 
 def test_index_roundtrip_variable_length_and_bad_tokens(tmp_path):
     codes = np.array([[1, 2, -1], [1, 2, 0], [0, 5, -1]])

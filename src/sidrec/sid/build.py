@@ -86,6 +86,7 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
                           f"this dataset")
     est = make_estimator(method, levels, codebook, seed, collision, **method_params)
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_manifest(out_dir) or {}
     (out_dir / "manifest.json").unlink(missing_ok=True)  # an unfinished folder must not look finished
 
     t0 = time.perf_counter()
@@ -113,6 +114,10 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
         "history": getattr(est, "history_", None),
     }
     write_json(out_dir / QUALITY_FILE, quality)
+    # a rebuild with another method must not leave the old one's weights beside the new index; only files the
+    # previous manifest says a build wrote are removed
+    for stale in set(previous.get("files", [])) - {INDEX_FILE, QUALITY_FILE, *files}:
+        (out_dir / Path(stale).name).unlink(missing_ok=True)
     write_manifest(out_dir, "sid", config={"method": method, **est.params(), "threads": threads},
                    inputs={"embeddings": emb_file}, seconds=seconds,
                    extra={"files": [INDEX_FILE, QUALITY_FILE, *files]})
