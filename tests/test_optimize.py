@@ -328,3 +328,16 @@ def test_cli_unknown_strategy(tmp_path, files):
     res = CliRunner().invoke(app, ["optimize", "--report", str(r), "--out", str(tmp_path / "o.yaml"),
                                    "--strategy", "nope"])
     assert isinstance(res.exception, SidrecError) and "valid: long_tail" in str(res.exception)
+
+
+def test_reading_and_validating_configs_does_not_load_torch():
+    # `sidrec optimize` and the pipeline's config check validate every stage's settings; that took ~20 s when the
+    # settings classes lived beside the torch code
+    import subprocess
+    import sys
+
+    code = ("import sys, sidrec.optimize, sidrec.pipeline, sidrec.train.config, sidrec.baselines.config\n"
+            "from sidrec.optimize.strategies import section_models; section_models()\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

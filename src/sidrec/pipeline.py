@@ -24,8 +24,7 @@ from sidrec.config import StageConfig, apply_overrides, read_yaml
 from sidrec.errors import SidrecError
 from sidrec.io import config_hash, read_json, read_manifest, write_json
 from sidrec.sid.config import EmbedConfig, SidConfig
-from sidrec.train.rl import RlConfig
-from sidrec.train.sft import SftConfig
+from sidrec.train.config import RlConfig, SftConfig
 
 STAGES = ("data", "embed", "sid", "sft", "rl", "eval", "analyze")
 LEDGER = "pipeline.json"

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
-from sidrec.config import StageConfig
+from sidrec.baselines.config import SasrecConfig  # noqa: F401
 from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
 from sidrec.evaluate import hr_ndcg, write_evaluation
@@ -32,24 +31,6 @@ from sidrec.io import atomic_path, read_manifest, write_json, write_jsonl, write
 
 WEIGHTS = "model.safetensors"
 ARCH = "config.json"
-
-
-class SasrecConfig(StageConfig):
-    hidden: int = Field(64, ge=8)
-    blocks: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    ffn_mult: int = Field(1, ge=1)  # feed-forward width = ffn_mult * hidden
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    max_len: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(256, ge=1)
-    max_epochs: int = Field(200, ge=1)
-    patience: int = Field(5, ge=1)
-    seed: int = 42
-    max_minutes: float = Field(10.0, gt=0)
-    threads: int = Field(1, ge=1)
-    eval_batch_size: int = Field(1024, ge=1)
 
 
 # ---------------------------------------------------------------------------------------------------------- model

@@ -12,23 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from sidrec.errors import SidrecError
 from sidrec.model.tokenizer import add_sid_tokens
-
-
-class SmallModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 768
-    max_position_embeddings: int = 512
-    dropout: float = 0.1
-    vocab_size: int = 2000  # BPE merges learned from item text, before SID tokens
+from sidrec.train.config import SmallModelConfig
 
 
 def build_small_model(tokenizer, cfg: SmallModelConfig, seed: int = 0) -> Qwen2ForCausalLM:

@@ -227,10 +227,9 @@ def read_report(path: str | Path) -> BadcaseReport:
 def section_models() -> dict[str, type[BaseModel] | None]:
     """Config sections a run YAML may hold and the model validating each (None: free-form, checked by its stage).
     The pipeline's sections when `sidrec.pipeline` is there (its `rl` adds `enabled`), plus `sasrec`."""
-    from sidrec.baselines.sasrec import SasrecConfig
+    from sidrec.baselines.config import SasrecConfig
     from sidrec.sid.config import EmbedConfig, SidConfig
-    from sidrec.train.rl import RlConfig
-    from sidrec.train.sft import SftConfig
+    from sidrec.train.config import RlConfig, SftConfig
 
     models: dict[str, type[BaseModel] | None] = {"embed": EmbedConfig, "sid": SidConfig, "sft": SftConfig,
                                                  "rl": RlConfig, "sasrec": SasrecConfig}

@@ -19,13 +19,10 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from sidrec.config import StageConfig
 from sidrec.data.canonical import Dataset
 from sidrec.decode import SidTrie, constrained_beam_search, left_pad
 from sidrec.errors import SidrecError
@@ -33,39 +30,7 @@ from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards
-from sidrec.train.sft import LoraSettings
-
-
-class RlConfig(StageConfig):
-    rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}  # MiniOneRec's paper default
-    scorer: str | None = None  # SASRec run folder, for the `collaborative` reward
-    num_generations: int = Field(16, ge=2)
-    rollout: Literal["beam", "sample"] = "beam"
-    add_target: bool = False  # put the target in place of the last beam when a group misses it
-    sample_train: bool = True
-    sample_size: int = Field(8000, ge=1)  # training rows used when sample_train
-    train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
-    micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    beta: float = Field(1e-3, ge=0)
-    max_grad_norm: float = 0.3
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    eval_step: float = Field(0.1, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
-    eval_beams: int = Field(20, ge=10)
-    max_valid_rows: int | None = 1000
-    keep_best: bool = True
-    shared_prompt_forward: bool = True  # encode each group's prompt once in the loss (see shared_prompt_logps)
-    cutoff_len: int = 128
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    lora: LoraSettings | None = None
-    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
-    deepspeed: str | None = None
-    trust_remote_code: bool = False
-    threads: int | None = None
-    seed: int = 42
+from sidrec.train.config import RlConfig  # noqa: F401
 
 
 @torch.no_grad()

@@ -11,74 +11,18 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from sidrec.config import StageConfig
 from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
 from sidrec.io import write_json, write_manifest
-from sidrec.model.backbone import SmallModelConfig, build_small_model, load_llm
+from sidrec.model.backbone import build_small_model, load_llm
 from sidrec.model.tokenizer import build_data_tokenizer
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
-
-
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class SamplingSettings(BaseModel):
-    """How seqrec train rows are drawn: `uniform` (each row once) or `inverse_frequency` (rows whose target is rare
-    are repeated, a row weighing (target count)^-power; see `sidrec.tasks.builders`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["uniform", "inverse_frequency"] = "uniform"
-    power: float = Field(0.5, gt=0, le=1)
-
-
-class AugmentSettings(BaseModel):
-    """Extra seqrec train rows built from the existing ones (0: off; see `sidrec.tasks.builders`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    short_history: int = Field(0, ge=0)  # k: rows with > k history items again with only their last k
-    drop_old_fraction: float = Field(0.0, ge=0, lt=1)  # f: rows again without their oldest floor(n * f) items
-
-
-class SftConfig(StageConfig):
-    base_model: str = "small"  # "small": a Qwen2 built from `small` + a data tokenizer; else an HF id or local path
-    small: SmallModelConfig = Field(default_factory=SmallModelConfig)
-    tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
-    augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
-    epochs: float = 3.0
-    batch_size: int = 128
-    micro_batch_size: int = 16
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    cutoff_len: int = 256
-    gradient_checkpointing: bool = False
-    bf16: bool = False
-    lora: LoraSettings | None = None
-    group_by_length: bool = True
-    freeze_llm: bool = False  # train only the SID token rows of the input and output embeddings
-    early_stopping_patience: int | None = 2
-    eval_steps: float = 0.5  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps
-    max_valid_rows: int | None = 2000
-    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
-    deepspeed: str | None = None  # a DeepSpeed JSON, e.g. configs/ds_zero2.json, under `accelerate launch`
-    trust_remote_code: bool = False
-    threads: int | None = None
-    seed: int = 42
+from sidrec.train.config import AugmentSettings, LoraSettings, SamplingSettings, SftConfig  # noqa: F401
 
 
 def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:

@@ -1,0 +1,25 @@
+"""SASRec's settings, without torch: config validation (`sidrec optimize`) reads them without loading the model code."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sidrec.config import StageConfig
+
+
+class SasrecConfig(StageConfig):
+    hidden: int = Field(64, ge=8)
+    blocks: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn_mult: int = Field(1, ge=1)  # feed-forward width = ffn_mult * hidden
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    max_len: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1)
+    seed: int = 42
+    max_minutes: float = Field(10.0, gt=0)
+    threads: int = Field(1, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)

@@ -1,0 +1,109 @@
+"""Settings of the SFT and RL stages, without importing torch or transformers: `sidrec optimize`, the pipeline and
+config validation read them in well under a second; the stages themselves (`sft.py`, `rl.py`) import them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sidrec.config import StageConfig
+
+
+class SmallModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 768
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+    vocab_size: int = 2000  # BPE merges learned from item text, before SID tokens
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class SamplingSettings(BaseModel):
+    """How seqrec train rows are drawn: `uniform` (each row once) or `inverse_frequency` (rows whose target is rare
+    are repeated, a row weighing (target count)^-power; see `sidrec.tasks.builders`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["uniform", "inverse_frequency"] = "uniform"
+    power: float = Field(0.5, gt=0, le=1)
+
+
+class AugmentSettings(BaseModel):
+    """Extra seqrec train rows built from the existing ones (0: off; see `sidrec.tasks.builders`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    short_history: int = Field(0, ge=0)  # k: rows with > k history items again with only their last k
+    drop_old_fraction: float = Field(0.0, ge=0, lt=1)  # f: rows again without their oldest floor(n * f) items
+
+
+class SftConfig(StageConfig):
+    base_model: str = "small"  # "small": a Qwen2 built from `small` + a data tokenizer; else an HF id or local path
+    small: SmallModelConfig = Field(default_factory=SmallModelConfig)
+    tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
+    epochs: float = 3.0
+    batch_size: int = 128
+    micro_batch_size: int = 16
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    cutoff_len: int = 256
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    lora: LoraSettings | None = None
+    group_by_length: bool = True
+    freeze_llm: bool = False  # train only the SID token rows of the input and output embeddings
+    early_stopping_patience: int | None = 2
+    eval_steps: float = 0.5  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps
+    max_valid_rows: int | None = 2000
+    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
+    deepspeed: str | None = None  # a DeepSpeed JSON, e.g. configs/ds_zero2.json, under `accelerate launch`
+    trust_remote_code: bool = False
+    threads: int | None = None
+    seed: int = 42
+
+
+class RlConfig(StageConfig):
+    rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}  # MiniOneRec's paper default
+    scorer: str | None = None  # SASRec run folder, for the `collaborative` reward
+    num_generations: int = Field(16, ge=2)
+    rollout: Literal["beam", "sample"] = "beam"
+    add_target: bool = False  # put the target in place of the last beam when a group misses it
+    sample_train: bool = True
+    sample_size: int = Field(8000, ge=1)  # training rows used when sample_train
+    train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
+    micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    beta: float = Field(1e-3, ge=0)
+    max_grad_norm: float = 0.3
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    eval_step: float = Field(0.1, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
+    eval_beams: int = Field(20, ge=10)
+    max_valid_rows: int | None = 1000
+    keep_best: bool = True
+    shared_prompt_forward: bool = True  # encode each group's prompt once in the loss (see shared_prompt_logps)
+    cutoff_len: int = 128
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
+    deepspeed: str | None = None
+    trust_remote_code: bool = False
+    threads: int | None = None
+    seed: int = 42
