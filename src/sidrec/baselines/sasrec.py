@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
-from sidrec.baselines.config import SasrecConfig  # noqa: F401
+from sidrec.baselines.config import SasrecConfig
 from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
 from sidrec.evaluate import hr_ndcg, write_evaluation

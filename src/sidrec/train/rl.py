@@ -30,7 +30,7 @@ from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards
-from sidrec.train.config import RlConfig  # noqa: F401
+from sidrec.train.config import RlConfig
 
 
 @torch.no_grad()

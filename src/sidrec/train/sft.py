@@ -22,7 +22,7 @@ from sidrec.model.backbone import build_small_model, load_llm
 from sidrec.model.tokenizer import build_data_tokenizer
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
-from sidrec.train.config import AugmentSettings, LoraSettings, SamplingSettings, SftConfig  # noqa: F401
+from sidrec.train.config import SftConfig
 
 
 def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:
