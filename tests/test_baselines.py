@@ -122,6 +122,72 @@ def test_scorer_round_trip(tmp_path):
     np.testing.assert_array_equal(SasrecScorer.load(tmp_path / "m").score(hists), got)
 
 
+def test_ensemble_scorer_averages_runs(tmp_path):
+    from sidrec.baselines.sasrec import SasrecEnsemble, load_scorer
+
+    hists = [[1, 2, 3], [4]]
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_checkpoint(SASRec(25, hidden=16, blocks=1, heads=1, dropout=0.0, max_len=6), tmp_path / f"m{seed}")
+    a, b = (SasrecScorer.load(tmp_path / f"m{s}").score(hists, [[3, 7], [9, 1]]) for s in (0, 1))
+    assert not np.allclose(a, b)  # two seeds really differ, so the mean is not either of them
+    ens = load_scorer([tmp_path / "m0", tmp_path / "m1"])
+    assert ens.num_items == 25 and isinstance(load_scorer(tmp_path / "m0"), SasrecScorer)
+    np.testing.assert_allclose(ens.score(hists, [[3, 7], [9, 1]]), (a + b) / 2, rtol=1e-6)
+    save_checkpoint(SASRec(30, hidden=16, blocks=1, heads=1, dropout=0.0, max_len=6), tmp_path / "other")
+    with pytest.raises(SidrecError, match="catalogue size"):
+        load_scorer([tmp_path / "m0", tmp_path / "other"])
+    with pytest.raises(SidrecError, match="at least one"):
+        SasrecEnsemble([])
+
+
+def test_cross_fitted_scorers_hold_out_their_fold(data, tmp_path):
+    from sidrec.baselines.sasrec import CrossFitScorer, load_scorer
+
+    train = Dataset.load(data).splits["train"]
+    assert set(train["user"] % 2) == {0, 1}  # the fixture really has users in both folds
+    outs = {}
+    for fold in (0, 1):
+        outs[fold] = tmp_path / f"fold{fold}"
+        run_sasrec(data, outs[fold], SasrecConfig(**FAST, folds=2, holdout_fold=fold), progress=False)
+        log = (outs[fold] / "manifest.json").read_text()
+        assert '"folds": 2' in log and f'"holdout_fold": {fold}' in log
+    # each fold's model learnt the successor rule from the other users only; it still scores its own users' rows
+    by_fold = load_scorer({0: str(outs[0]), 1: str(outs[1])})
+    assert isinstance(by_fold, CrossFitScorer)
+    hists, users = [[3, 4], [10, 11], [20, 21]], [0, 1, 2]
+    cands = [[5, 6], [12, 13], [22, 23]]
+    got = by_fold.score(hists, cands, users=users)
+    singles = {f: SasrecScorer.load(outs[f]).score(hists, cands) for f in (0, 1)}
+    np.testing.assert_allclose(got, np.stack([singles[0][0], singles[1][1], singles[0][2]]), rtol=1e-6)
+    assert (got[:, 0] > got[:, 1]).all()  # the true successor first
+    # a model trained on every user (or on the wrong fold) would score rows it has seen: refused
+    with pytest.raises(SidrecError, match="has seen the rows"):
+        load_scorer({0: str(outs[1]), 1: str(outs[0])})
+    full = tmp_path / "full"
+    run_sasrec(data, full, SasrecConfig(**{**FAST, "max_epochs": 1}), progress=False)
+    with pytest.raises(SidrecError, match=r"\(folds, holdout_fold\)=\(1, 0\)"):
+        load_scorer({0: str(full), 1: str(outs[1])})
+    with pytest.raises(ValueError, match="holdout_fold=2 must be below folds=2"):
+        SasrecConfig(folds=2, holdout_fold=2)
+
+
+def test_fold_training_uses_only_the_other_users(data, tmp_path, monkeypatch):
+    from sidrec.baselines import sasrec as mod
+
+    seen = []
+    real = mod._split_tensors
+    monkeypatch.setattr(mod, "_split_tensors", lambda ds, name, n: (seen.append((name, ds.splits[name])),
+                                                                     real(ds, name, n))[1])
+    run_sasrec(data, tmp_path / "f", SasrecConfig(**{**FAST, "max_epochs": 1}, folds=3, holdout_fold=1),
+               progress=False)
+    parts = dict(seen)
+    full = Dataset.load(data).splits
+    assert set(parts["train"]["user"] % 3) == {0, 2}
+    assert len(parts["train"]) == int((full["train"]["user"] % 3 != 1).sum())
+    assert len(parts["valid"]) == len(full["valid"]) and len(parts["test"]) == len(full["test"])
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def _save_raw(folder: Path, splits: dict, n: int = 5) -> Path:
     """Write a dataset folder without from_frames' validation, as a broken importer might."""

@@ -55,6 +55,37 @@ def test_collaborative_reward_is_z_scored_per_group():
     assert np.allclose(r[:3], [-1.2247449, 0, 1.2247449]) and np.allclose(r[3:], 0)
 
 
+def test_collaborative_reward_routes_users_to_a_cross_fitted_scorer():
+    class FoldScorer:
+        needs_users = True
+
+        def score(self, histories, candidates, users):
+            return np.array([[u, 2.0 * u, 0.0] for u in users])  # the user id shows which rows reached it
+
+    g = groups([[0, 0, 0]] * 6, [[0, 0, 0]] * 6, 3, items=range(6))
+    with pytest.raises(SidrecError, match="user id"):
+        collaborative_reward(g, scorer=FoldScorer())
+    g.users = np.array([3, 3, 3, 0, 0, 0])
+    r = collaborative_reward(g, scorer=FoldScorer())
+    assert np.allclose(r[:3], [0, 1.2247449, -1.2247449]) and np.allclose(r[3:], 0)
+
+
+def test_training_rows_latest_per_user_then_sample():
+    import pandas as pd
+
+    from sidrec.train.rl import training_rows
+
+    # users 7 and 3 interleave; each user's rows are in time order
+    df = pd.DataFrame({"user": [7, 3, 7, 3, 7, 5], "history": [[1], [2], [1, 4], [2, 6], [1, 4, 8], [9]],
+                       "target": [4, 6, 8, 0, 2, 1]})
+    assert training_rows(df, RlConfig(sample_train=False)).tolist() == [0, 1, 2, 3, 4, 5]
+    assert training_rows(df, RlConfig(sample_train=False, rows_per_user=1)).tolist() == [3, 4, 5]
+    assert training_rows(df, RlConfig(sample_train=False, rows_per_user=2)).tolist() == [1, 2, 3, 4, 5]
+    picked = training_rows(df, RlConfig(rows_per_user=2, sample_size=3, seed=1))
+    assert len(picked) == 3 and set(picked) <= {1, 2, 3, 4, 5}
+    assert picked.tolist() == training_rows(df, RlConfig(rows_per_user=2, sample_size=3, seed=1)).tolist()
+
+
 def test_reward_config_errors():
     with pytest.raises(SidrecError, match="unknown reward.*bogus"):
         check_rewards({"bogus": 1.0}, None)

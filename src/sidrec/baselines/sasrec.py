@@ -156,6 +156,9 @@ def _train_and_evaluate(data_dir: str | Path, out_dir: str | Path, cfg: SasrecCo
     ds = Dataset.load(data_dir)
     n = ds.num_items
     seed_everything(cfg.seed, cfg.threads)
+    if cfg.folds > 1:
+        train = ds.splits["train"]
+        ds.splits["train"] = train[train["user"] % cfg.folds != cfg.holdout_fold].reset_index(drop=True)
     train_x, train_y = _split_tensors(ds, "train", cfg.max_len)
     valid_x, valid_y = _split_tensors(ds, "valid", cfg.max_len)
     test_x, test_y = _split_tensors(ds, "test", cfg.max_len)
@@ -249,9 +252,10 @@ class SasrecScorer:
     Scores are the raw logits (higher = more likely next item); softmax over all items gives probabilities.
     """
 
-    def __init__(self, model: SASRec):
+    def __init__(self, model: SASRec, config: dict | None = None):
         self.model = model.eval()
         self.num_items = model.num_items
+        self.config = config or {}  # the settings it was trained with (its manifest), e.g. folds/holdout_fold
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None) -> "SasrecScorer":
@@ -261,7 +265,8 @@ class SasrecScorer:
         if not (folder / WEIGHTS).exists() or not (folder / ARCH).exists():
             raise SidrecError(f"{folder}: no SASRec checkpoint ({WEIGHTS} + {ARCH}); train one with "
                               f"`sidrec baseline sasrec --data DIR --out OUT` and pass OUT or OUT/model")
-        if read_manifest(folder) is None:
+        manifest = read_manifest(folder)
+        if manifest is None:
             raise SidrecError(f"{folder}: checkpoint has no manifest.json, so saving did not finish; retrain")
         try:
             arch = json.loads((folder / ARCH).read_text())
@@ -272,7 +277,7 @@ class SasrecScorer:
             raise SidrecError(f"{folder}: SASRec checkpoint is unreadable or does not match its config ({e})") from None
         if threads is not None:
             torch.set_num_threads(threads)
-        return cls(model)
+        return cls(model, manifest.get("config"))
 
     @torch.no_grad()
     def score(self, history_item_ids, candidate_item_ids=None) -> np.ndarray:
@@ -307,3 +312,68 @@ class SasrecScorer:
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_items):
             bad = ids[(ids < 0) | (ids >= self.num_items)][0]
             raise SidrecError(f"{what} item {bad} is not in the scorer's catalogue of {self.num_items} items")
+
+
+def _shared_catalogue(scorers: list) -> int:
+    sizes = {s.num_items for s in scorers}
+    if len(sizes) > 1:
+        raise SidrecError(f"SASRec runs disagree on the catalogue size ({sorted(sizes)}); train them on one dataset")
+    return sizes.pop()
+
+
+class SasrecEnsemble:
+    """Several trained SASRecs (e.g. seeds) as one scorer: the mean of their logits, same `score` contract.
+
+    A single SASRec's ranking varies with its seed; averaging runs gives the collaborative reward a steadier teacher
+    (bench/rl_fusion_bound.py measures how much that moves the reward's ceiling)."""
+
+    def __init__(self, scorers: list[SasrecScorer]):
+        if not scorers:
+            raise SidrecError("an ensemble needs at least one SASRec scorer")
+        self.scorers, self.num_items = scorers, _shared_catalogue(scorers)
+
+    def score(self, history_item_ids, candidate_item_ids=None) -> np.ndarray:
+        return np.mean([s.score(history_item_ids, candidate_item_ids) for s in self.scorers], axis=0)
+
+    @property
+    def config(self) -> dict:
+        folds = {(s.config.get("folds", 1), s.config.get("holdout_fold", 0)) for s in self.scorers}
+        return dict(zip(("folds", "holdout_fold"), folds.pop())) if len(folds) == 1 else {"folds": None}
+
+
+class CrossFitScorer:
+    """One scorer per user fold: the rows of users with id % K == k are scored by the scorer that held fold k out of
+    its training (`sasrec.folds=K`, `sasrec.holdout_fold=k`), so no row is scored by a model that learnt its target."""
+
+    needs_users = True
+
+    def __init__(self, by_fold: dict[int, SasrecScorer | SasrecEnsemble]):
+        k = len(by_fold)
+        if sorted(by_fold) != list(range(k)) or k < 2:
+            raise SidrecError(f"cross-fitted scorers need folds 0..K-1 with K >= 2; got folds {sorted(by_fold)}")
+        for fold, scorer in by_fold.items():
+            trained = (scorer.config.get("folds", 1), scorer.config.get("holdout_fold", 0))
+            if trained != (k, fold):
+                raise SidrecError(f"the scorer for fold {fold} was trained with (folds, holdout_fold)={trained}, "
+                                  f"not ({k}, {fold}): it has seen the rows it would score; train it with "
+                                  f"`sidrec baseline sasrec --set sasrec.folds={k} --set sasrec.holdout_fold={fold}`")
+        self.by_fold, self.folds, self.num_items = by_fold, k, _shared_catalogue(list(by_fold.values()))
+
+    def score(self, history_item_ids: list[list[int]], candidate_item_ids, users) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        cands = np.asarray(candidate_item_ids, dtype=np.int64)
+        out = np.zeros(cands.shape, dtype=np.float32)
+        for fold, scorer in self.by_fold.items():
+            rows = np.flatnonzero(users % self.folds == fold)
+            if len(rows):
+                out[rows] = scorer.score([history_item_ids[r] for r in rows], cands[rows].tolist())
+        return out
+
+
+def load_scorer(folders, threads: int | None = None) -> SasrecScorer | SasrecEnsemble | CrossFitScorer:
+    """One SASRec run folder; a list of them (averaged); or {fold: folder or list} of cross-fitted runs."""
+    if isinstance(folders, dict):
+        return CrossFitScorer({int(k): load_scorer(v, threads) for k, v in folders.items()})
+    if isinstance(folders, (str, Path)):
+        return SasrecScorer.load(folders, threads)
+    return SasrecEnsemble([SasrecScorer.load(f, threads) for f in folders])

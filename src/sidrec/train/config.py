@@ -79,12 +79,17 @@ class SftConfig(StageConfig):
 
 class RlConfig(StageConfig):
     rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}  # MiniOneRec's paper default
-    scorer: str | None = None  # SASRec run folder, for the `collaborative` reward
+    # SASRec run folder(s) for the `collaborative` reward: one, a list (averaged), or {fold: folder(s)} of
+    # cross-fitted runs (`sasrec.folds`), each scoring only the users it held out: use these on training rows
+    scorer: str | list[str] | dict[int, str | list[str]] | None = None
     num_generations: int = Field(16, ge=2)
     rollout: Literal["beam", "sample"] = "beam"
     add_target: bool = False  # put the target in place of the last beam when a group misses it
     sample_train: bool = True
     sample_size: int = Field(8000, ge=1)  # training rows used when sample_train
+    # keep only each user's latest N training rows (before sampling): their histories are the closest to the rows
+    # the model will be asked about next; None keeps every row
+    rows_per_user: int | None = Field(None, ge=1)
     train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
     micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward
     epochs: float = Field(1.0, gt=0)

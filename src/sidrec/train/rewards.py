@@ -12,6 +12,7 @@ other.
 - `prefix`: the number of leading SID levels shared with the target, over L (the target itself gets 1). Dense: a
   group that misses the target still ranks "right first code" above "wrong first code".
 - `collaborative`: a trained SASRec's logit for the completion's item given the history, z-scored within the group.
+  On training rows use cross-fitted SASRecs (`CrossFitScorer`): one trained on the same rows recalls their targets.
 - `diversity`: 1 - (others in the group with the same first-level code) / (G - 1).
 """
 
@@ -34,6 +35,7 @@ class Groups:
     pred_items: np.ndarray  # (N,) item id of each completion (first item of its SID)
     histories: list[list[int]]  # (N,) the row's history item ids
     group_size: int
+    users: np.ndarray | None = None  # (N,) the row's user id (cross-fitted scorers pick their model by it)
 
     def __post_init__(self):
         n = len(self.pred_codes)
@@ -70,7 +72,13 @@ def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
         raise SidrecError("the collaborative reward needs a SASRec scorer (rl.scorer: a `sidrec baseline sasrec` run)")
     heads = g.histories[:: g.group_size]
     cands = g.grouped(g.pred_items).tolist()
-    logits = np.asarray(scorer.score(heads, cands), dtype=np.float64)  # (groups, G)
+    if getattr(scorer, "needs_users", False):
+        if g.users is None:
+            raise SidrecError("a cross-fitted scorer needs each row's user id")
+        logits = scorer.score(heads, cands, users=g.users[:: g.group_size])
+    else:
+        logits = scorer.score(heads, cands)
+    logits = np.asarray(logits, dtype=np.float64)  # (groups, G)
     std = logits.std(axis=1, keepdims=True)
     z = np.where(std > 1e-8, (logits - logits.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8), 0.0)
     return z.reshape(-1)

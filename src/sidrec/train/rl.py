@@ -150,9 +150,10 @@ def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=No
     first_item = np.array([items[0] for items in trie.items_of_sid])
 
     def make(name):
-        def reward(prompts, completions, completion_ids, sid, target, history, **_):
+        def reward(prompts, completions, completion_ids, sid, target, history, user=None, **_):
             groups = Groups(trie.sids[np.asarray(sid)], codes[np.asarray(target)], first_item[np.asarray(sid)],
-                            [list(h) for h in history], cfg.num_generations)
+                            [list(h) for h in history], cfg.num_generations,
+                            None if user is None else np.asarray(user))
             return REWARD_FUNCTIONS[name](groups, scorer=scorer).tolist()
 
         reward.__name__ = name  # TRL logs rewards/<name>/mean and /std
@@ -160,6 +161,18 @@ def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=No
 
     names = [n for n, w in cfg.rewards.items() if w]
     return [make(n) for n in names], [cfg.rewards[n] for n in names]
+
+
+def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
+    """Positions of the training rows RL prompts with: each user's latest `rows_per_user` rows (all when None), then
+    a seeded sample of `sample_size` of them when `sample_train`."""
+    rows = np.arange(len(train_df))
+    if cfg.rows_per_user:  # a user's rows are in time order within the split
+        rows = np.sort(train_df.reset_index(drop=True).groupby("user", sort=False).tail(cfg.rows_per_user).index
+                       .to_numpy())
+    if cfg.sample_train and cfg.sample_size < len(rows):
+        rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.sample_size, replace=False))
+    return rows
 
 
 def valid_ranking(model, tokenizer, trie, codes, histories, targets, beams, cutoff_len) -> dict[str, float]:
@@ -214,9 +227,12 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
                           f"{cfg.num_generations} and of micro_batch_size={cfg.micro_batch_size}")
     scorer = None
     if cfg.rewards.get("collaborative"):
-        from sidrec.baselines.sasrec import SasrecScorer
+        from sidrec.baselines.sasrec import load_scorer
 
-        scorer = SasrecScorer.load(cfg.scorer)
+        scorer = load_scorer(cfg.scorer)
+        if not getattr(scorer, "needs_users", False) and scorer.config.get("folds", 1) == 1:
+            print("[rl] note: the collaborative scorer was trained on the training rows it will score, so it mostly "
+                  "recalls their targets; cross-fitted scorers (rl.scorer={0: ..., 1: ...}, sasrec.folds) avoid that")
     dataset = Dataset.load(data_dir)
     codes, _ = load_sids(sids)
     check_sid_coverage(dataset, codes)
@@ -230,15 +246,14 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     response_len = codes.shape[1] + 1
 
     train_df = dataset.splits["train"]
-    rows = np.arange(len(train_df))
-    if cfg.sample_train and cfg.sample_size < len(rows):
-        rows = np.sort(np.random.default_rng(cfg.seed).choice(len(rows), cfg.sample_size, replace=False))
+    rows = training_rows(train_df, cfg)
     from datasets import Dataset as HFDataset
 
-    histories, targets = train_df["history"].tolist(), train_df["target"].tolist()
+    histories, targets, users = train_df["history"].tolist(), train_df["target"].tolist(), train_df["user"].tolist()
     train = HFDataset.from_list([
         {"prompt": fit_history("seqrec", list(histories[r]), codes, tokenizer, cfg.cutoff_len - response_len)[0],
-         "row": int(r), "target": int(targets[r]), "history": [int(i) for i in histories[r]]} for r in rows])
+         "row": int(r), "target": int(targets[r]), "history": [int(i) for i in histories[r]], "user": int(users[r])}
+        for r in rows])
     valid_df = dataset.splits["valid"]
     vpick = np.arange(len(valid_df))
     if cfg.max_valid_rows and len(vpick) > cfg.max_valid_rows:
