@@ -1,0 +1,93 @@
+"""What can GRPO with the `collaborative` reward reach at best? The KL-regularised optimum, measured offline.
+
+GRPO maximises E[A] - beta * KL(pi || pi_ref). With the collaborative reward alone the group-normalised advantage of
+a completion is z, the SASRec logit z-scored within its group, and the optimum of that objective is the tilted
+policy pi*(item) ~ pi_ref(item) * exp(z / beta): a log-linear fusion of the SFT model and SASRec whose mix is set by
+beta. This script ranks valid and test rows with the SFT model (constrained beam search), re-ranks the top G beams of
+each row by  log pi_ref + lam * z  (beams below G keep their order), picks lam on valid and reports test, so a run's
+beta can be chosen from lam = 1 / beta and its gain compared with the ceiling of its reward.
+
+    .venv/bin/python bench/rl_fusion_bound.py --model runs/demo/sft/model --data runs/demo/dataset \
+        --sids runs/demo/sid --scorer bench/out/sasrec_run1 --out bench/out/rl_fusion_bound.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from sidrec.baselines.sasrec import load_scorer
+from sidrec.data import Dataset
+from sidrec.evaluate.generative import build_trie, load_model_for_inference, rank_histories
+from sidrec.evaluate.metrics import hr_ndcg, target_ranks
+from sidrec.io import write_json
+from sidrec.sid.io import load_sids
+from sidrec.train.rl import _sid_of_item
+
+LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 25.0)
+
+
+def tilt(sid_index: np.ndarray, loglik: np.ndarray, logits: np.ndarray, group: int, lam: float) -> np.ndarray:
+    """Re-rank the first `group` beams of each row by loglik + lam * z(logits within those beams)."""
+    head_l, head_s = logits[:, :group], loglik[:, :group]
+    std = head_l.std(axis=1, keepdims=True)
+    z = (head_l - head_l.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8)
+    order = np.argsort(-(head_s + lam * z), axis=1, kind="stable")
+    return np.concatenate([np.take_along_axis(sid_index[:, :group], order, 1), sid_index[:, group:]], axis=1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--sids", required=True)
+    ap.add_argument("--scorer", required=True, help="SASRec run folder, or several joined by commas (averaged)")
+    ap.add_argument("--beams", type=int, default=50)
+    ap.add_argument("--groups", default="16,32,50", help="G values: how many beams the tilt re-ranks")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    dataset = Dataset.load(args.data)
+    codes, _ = load_sids(args.sids)
+    tokenizer, model = load_model_for_inference(args.model)
+    trie = build_trie(tokenizer, codes)
+    scorer = load_scorer(args.scorer.split(",") if "," in args.scorer else args.scorer)
+    first_item = np.array([items[0] for items in trie.items_of_sid])
+    sid_of_item = _sid_of_item(trie, dataset.num_items)
+
+    per_split = {}
+    for split in ("valid", "test"):
+        t0 = time.time()
+        df = dataset.splits[split]
+        histories = [list(h) for h in df["history"]]
+        targets = sid_of_item[np.asarray(df["target"].tolist())].tolist()
+        sid_index, loglik = rank_histories(model, tokenizer, trie, codes, histories, args.beams, batch_size=64)
+        logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
+                                 for i in range(0, len(histories), 512)])
+        table = {}
+        for g in (int(x) for x in args.groups.split(",")):
+            for lam in LAMBDAS:
+                m = hr_ndcg(target_ranks(tilt(sid_index, loglik, logits, g, lam).tolist(), targets), ks=(10,))
+                table[f"G={g} lam={lam}"] = {"G": g, "lam": lam, **m}
+        per_split[split] = table
+        print(f"{split}: {len(df)} rows, {time.time() - t0:.0f} s")
+
+    base = per_split["valid"]["G=16 lam=0.0"]["NDCG@10"], per_split["test"]["G=16 lam=0.0"]["NDCG@10"]
+    print(f"{'G':>3} {'lam':>5} | valid HR@10 NDCG@10 (vs lam 0) | test HR@10 NDCG@10 (vs lam 0)")
+    for key, v in per_split["valid"].items():
+        t = per_split["test"][key]
+        print(f"{v['G']:>3} {v['lam']:>5} | {v['HR@10']:.4f} {v['NDCG@10']:.4f} ({v['NDCG@10'] / base[0] - 1:+.1%}) "
+              f"| {t['HR@10']:.4f} {t['NDCG@10']:.4f} ({t['NDCG@10'] / base[1] - 1:+.1%})")
+    best = max(per_split["valid"], key=lambda k: per_split["valid"][k]["NDCG@10"])
+    print(f"picked on valid: {best}; test {per_split['test'][best]}")
+    write_json(args.out, {"args": vars(args), "picked_on_valid": best, "valid": per_split["valid"],
+                          "test": per_split["test"]})
+
+
+if __name__ == "__main__":
+    main()
