@@ -86,6 +86,33 @@ def test_training_rows_latest_per_user_then_sample():
     assert picked.tolist() == training_rows(df, RlConfig(rows_per_user=2, sample_size=3, seed=1)).tolist()
 
 
+def test_sft_hold_out_leaves_exactly_rls_rows_out():
+    import pandas as pd
+
+    from sidrec.data.canonical import Dataset
+    from sidrec.train.config import SftConfig
+    from sidrec.train.rl import training_rows
+    from sidrec.train.sft import train_examples
+
+    train = pd.DataFrame({"user": [7, 3, 7, 3, 7, 5], "history": [[1], [2], [1, 4], [2, 6], [1, 4, 8], [9]],
+                          "target": [4, 6, 8, 0, 2, 1]})
+    one = pd.DataFrame({"user": [7], "history": [[1, 4, 8, 2]], "target": [3]})
+    items = pd.DataFrame({"item_id": range(10), "title": [f"item {i}" for i in range(10)]})
+    ds = Dataset.from_frames(items, {"train": train, "valid": one, "test": one})
+    codes = np.array([[i % 3, i // 3] for i in range(10)])
+
+    def seqrec_rows(cfg):
+        return sorted((tuple(e["history"]), e["target"]) for e in train_examples(cfg, ds, codes)
+                      if e["task"] == "seqrec")
+
+    held = training_rows(train, RlConfig(sample_train=False, rows_per_user=1))
+    kept = [i for i in range(len(train)) if i not in held]
+    assert seqrec_rows(SftConfig(tasks={"seqrec": 1.0}, hold_out_latest=1)) == sorted(
+        (tuple(train["history"][i]), int(train["target"][i])) for i in kept)
+    assert len(seqrec_rows(SftConfig(tasks={"seqrec": 1.0}))) == len(train)
+    assert len(ds.splits["train"]) == len(train)  # the caller's dataset is left as it was
+
+
 def test_reward_config_errors():
     with pytest.raises(SidrecError, match="unknown reward.*bogus"):
         check_rewards({"bogus": 1.0}, None)

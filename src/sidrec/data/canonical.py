@@ -55,6 +55,11 @@ def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
+def latest_rows_per_user(split: pd.DataFrame, n: int) -> np.ndarray:
+    """Sorted positions of each user's latest `n` rows in a split (a user's rows are in time order)."""
+    return np.sort(split.reset_index(drop=True).groupby("user", sort=False).tail(n).index.to_numpy())
+
+
 @dataclass
 class Dataset:
     """Items, users and the three chronological splits, plus free-form metadata."""

@@ -54,6 +54,9 @@ class SftConfig(StageConfig):
     tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
     augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
+    # leave each user's latest N training rows out of SFT, so RL (`rl.rows_per_user: N`) can train on rows the model
+    # has not memorised; 0 trains on every row
+    hold_out_latest: int = Field(0, ge=0)
     epochs: float = 3.0
     batch_size: int = 128
     micro_batch_size: int = 16

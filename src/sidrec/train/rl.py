@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sidrec.data.canonical import Dataset
+from sidrec.data.canonical import Dataset, latest_rows_per_user
 from sidrec.decode import SidTrie, constrained_beam_search, left_pad
 from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
@@ -167,9 +167,8 @@ def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
     """Positions of the training rows RL prompts with: each user's latest `rows_per_user` rows (all when None), then
     a seeded sample of `sample_size` of them when `sample_train`."""
     rows = np.arange(len(train_df))
-    if cfg.rows_per_user:  # a user's rows are in time order within the split
-        rows = np.sort(train_df.reset_index(drop=True).groupby("user", sort=False).tail(cfg.rows_per_user).index
-                       .to_numpy())
+    if cfg.rows_per_user:
+        rows = latest_rows_per_user(train_df, cfg.rows_per_user)
     if cfg.sample_train and cfg.sample_size < len(rows):
         rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.sample_size, replace=False))
     return rows
