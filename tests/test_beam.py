@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-from sidrec.decode import SidTrie, constrained_beam_search
+from sidrec.decode import SidTrie, constrained_beam_search, constrained_sample
 from sidrec.errors import SidrecError
 
 VOCAB = 40
@@ -79,6 +79,61 @@ def test_narrow_beam_returns_unique_valid_sids():
         got = [tuple(trie.sids[s]) for s in res.sid_index[b]]
         assert len(set(got)) == 5 and set(got) <= valid
         assert np.all(np.diff(res.scores[b]) <= 1e-6)
+
+
+def exact_sampling_probs(model, prompt, codes):
+    """P(SID) when each level's code is drawn from the softmax over the trie's allowed children, by teacher forcing."""
+    sids = list(dict.fromkeys(map(tuple, codes.tolist())))
+    seqs = torch.tensor([prompt + [LEVEL_TOKENS[l][c] for l, c in enumerate(s)] for s in sids])
+    with torch.no_grad():
+        logits = model(seqs).logits.float()
+    probs = {}
+    for i, sid in enumerate(sids):
+        p = 1.0
+        for level in range(3):
+            allowed = sorted({s[level] for s in sids if s[:level] == sid[:level]})
+            row = logits[i, len(prompt) - 1 + level, [LEVEL_TOKENS[level][c] for c in allowed]]
+            p *= torch.softmax(row, -1)[allowed.index(sid[level])].item()
+        probs[sid] = p
+    return probs
+
+
+def uncached_sample(model, ids, mask, trie, num_samples, generator):
+    """The plain definition: re-run prompt + sampled prefix at every level, one multinomial per level."""
+    ids, mask = ids.repeat_interleave(num_samples, 0), mask.repeat_interleave(num_samples, 0)
+    nodes = torch.zeros(len(ids), dtype=torch.long)
+    for level in range(trie.levels):
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+        logits = logits[:, trie.level_token_ids[level]].masked_fill(~trie.allowed[level][nodes], float("-inf"))
+        code = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+        nodes = trie.child[level][nodes, code]
+        ids = torch.cat([ids, trie.level_token_ids[level][code][:, None]], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    return nodes.view(-1, num_samples).numpy()
+
+
+def test_constrained_sample_draws_from_the_trie_restricted_softmax():
+    model, codes = tiny_model(4), catalogue()
+    with torch.no_grad():  # sharpen the random model so that a wrong conditional would show
+        model.lm_head.weight.mul_(20)
+    trie = SidTrie.build(codes, LEVEL_TOKENS)
+    prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 1, 2]]
+    ids, mask = left_pad([p for p in prompts for _ in range(4)])  # each prompt 4 times: 4,000 draws per prompt
+    got = constrained_sample(model, ids, mask, trie, 1000, torch.Generator().manual_seed(0))
+    assert got.shape == (12, 1000) and got.min() >= 0
+    again = constrained_sample(model, ids, mask, trie, 1000, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(got, again)  # seeded
+    # the shared-cache tree attention gives the same conditionals as re-running every prefix: the same draws
+    np.testing.assert_array_equal(got, uncached_sample(model, ids, mask, trie, 1000, torch.Generator().manual_seed(0)))
+    for b, prompt in enumerate(prompts):
+        want = exact_sampling_probs(model, prompt, codes)
+        assert max(want.values()) > 0.3  # the sharpened model is far from uniform
+        draws = got[4 * b: 4 * b + 4].reshape(-1)
+        freq = {tuple(trie.sids[s]): float((draws == s).mean()) for s in range(trie.num_sids)}
+        tv = 0.5 * sum(abs(freq[s] - want[s]) for s in want)
+        assert tv < 0.05, (prompt, tv)
 
 
 def test_bad_beams():

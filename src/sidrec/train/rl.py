@@ -24,35 +24,13 @@ import numpy as np
 import torch
 
 from sidrec.data.canonical import Dataset, latest_rows_per_user
-from sidrec.decode import SidTrie, constrained_beam_search, left_pad
+from sidrec.decode import SidTrie, constrained_beam_search, constrained_sample, left_pad
 from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards
 from sidrec.train.config import RlConfig
-
-
-@torch.no_grad()
-def constrained_sample(model, input_ids, attention_mask, trie: SidTrie, num_samples: int,
-                       generator: torch.Generator | None = None) -> np.ndarray:
-    """`num_samples` SIDs per prompt drawn token by token from the model's softmax restricted to the trie (repeats
-    possible); returns (B, num_samples) indices into trie.sids."""
-    trie = trie.to(input_ids.device)
-    ids = input_ids.repeat_interleave(num_samples, 0)
-    mask = attention_mask.repeat_interleave(num_samples, 0)
-    nodes = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
-    for level in range(trie.levels):
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
-        code_logits = logits.float()[:, trie.level_token_ids[level]]
-        code_logits = code_logits.masked_fill(~trie.allowed[level][nodes], float("-inf"))
-        code = torch.multinomial(torch.softmax(code_logits, -1).cpu(), 1, generator=generator).squeeze(1)
-        code = code.to(ids.device)
-        nodes = trie.child[level][nodes, code]
-        ids = torch.cat([ids, trie.level_token_ids[level][code][:, None]], 1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    return nodes.view(-1, num_samples).cpu().numpy()
 
 
 class GroupRollout:
