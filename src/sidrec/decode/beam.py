@@ -165,7 +165,7 @@ def constrained_sample(model, input_ids: torch.Tensor, attention_mask: torch.Ten
 
     Same cache layout as the beam search: the prompt is encoded once and each sample is one branch of tree attention,
     so a level costs `num_samples` new positions instead of re-running prompt + prefix for every sample (measured
-    ~5x faster at 32 samples on the CPU model; docs/benchmarks.md). Draws come from `generator` on the CPU, one
+    37x faster per call at 16 prompts x 32 samples on the CPU model; docs/benchmarks.md). Draws come from `generator` on the CPU, one
     multinomial over (B * num_samples) rows per level."""
     step = as_step_model(model)
     device = input_ids.device
