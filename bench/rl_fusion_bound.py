@@ -7,6 +7,9 @@ beta. This script ranks valid and test rows with the SFT model (constrained beam
 each row by  log pi_ref + lam * z  (beams below G keep their order), picks lam on valid and reports test, so a run's
 beta can be chosen from lam = 1 / beta and its gain compared with the ceiling of its reward.
 
+`--novelty NU --popularity P` add the other target-free rewards at fixed weights, NU * [SID not in history] +
+P * log(1 + count among the latest `--popularity-window` training targets), to every tilt (lam 0 included).
+
     .venv/bin/python bench/rl_fusion_bound.py --model runs/demo/sft/model --data runs/demo/dataset \
         --sids runs/demo/sid --scorer bench/out/sasrec_run1 --out bench/out/rl_fusion_bound.json
 """
@@ -26,17 +29,20 @@ from sidrec.evaluate.generative import build_trie, load_model_for_inference, ran
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
+from sidrec.train.rewards import recent_popularity
 from sidrec.train.rl import _sid_of_item
 
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 25.0)
 
 
-def tilt(sid_index: np.ndarray, loglik: np.ndarray, logits: np.ndarray, group: int, lam: float) -> np.ndarray:
-    """Re-rank the first `group` beams of each row by loglik + lam * z(logits within those beams)."""
+def tilt(sid_index: np.ndarray, loglik: np.ndarray, logits: np.ndarray, group: int, lam: float,
+         bonus: np.ndarray | None = None) -> np.ndarray:
+    """Re-rank the first `group` beams of each row by loglik + lam * z(logits within those beams) + bonus."""
     head_l, head_s = logits[:, :group], loglik[:, :group]
     std = head_l.std(axis=1, keepdims=True)
     z = (head_l - head_l.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8)
-    order = np.argsort(-(head_s + lam * z), axis=1, kind="stable")
+    extra = 0.0 if bonus is None else bonus[:, :group]
+    order = np.argsort(-(head_s + lam * z + extra), axis=1, kind="stable")
     return np.concatenate([np.take_along_axis(sid_index[:, :group], order, 1), sid_index[:, group:]], axis=1)
 
 
@@ -48,6 +54,9 @@ def main() -> None:
     ap.add_argument("--scorer", required=True, help="SASRec run folder, or several joined by commas (averaged)")
     ap.add_argument("--beams", type=int, default=50)
     ap.add_argument("--groups", default="16,32,50", help="G values: how many beams the tilt re-ranks")
+    ap.add_argument("--novelty", type=float, default=0.0, help="weight of [SID not in the history]")
+    ap.add_argument("--popularity", type=float, default=0.0, help="weight of the recent-popularity log count")
+    ap.add_argument("--popularity-window", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -60,26 +69,31 @@ def main() -> None:
     scorer = load_scorer(args.scorer.split(",") if "," in args.scorer else args.scorer)
     first_item = np.array([items[0] for items in trie.items_of_sid])
     sid_of_item = _sid_of_item(trie, dataset.num_items)
+    prior = recent_popularity(dataset.splits["train"]["target"], dataset.num_items, args.popularity_window)
 
-    per_split = {}
+    per_split, per_split_sft, per_split_targets = {}, {}, {}
     for split in ("valid", "test"):
         t0 = time.time()
         df = dataset.splits[split]
         histories = [list(h) for h in df["history"]]
         targets = sid_of_item[np.asarray(df["target"].tolist())].tolist()
         sid_index, loglik = rank_histories(model, tokenizer, trie, codes, histories, args.beams, batch_size=64)
+        per_split_sft[split], per_split_targets[split] = sid_index, targets
         logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
                                  for i in range(0, len(histories), 512)])
+        novel = np.array([[s not in set(sid_of_item[h].tolist()) for s in row] for h, row in zip(histories, sid_index)])
+        bonus = args.novelty * novel + args.popularity * prior[first_item[sid_index]]
         table = {}
         for g in (int(x) for x in args.groups.split(",")):
             for lam in LAMBDAS:
-                m = hr_ndcg(target_ranks(tilt(sid_index, loglik, logits, g, lam).tolist(), targets), ks=(10,))
+                m = hr_ndcg(target_ranks(tilt(sid_index, loglik, logits, g, lam, bonus).tolist(), targets), ks=(10,))
                 table[f"G={g} lam={lam}"] = {"G": g, "lam": lam, **m}
         per_split[split] = table
         print(f"{split}: {len(df)} rows, {time.time() - t0:.0f} s")
 
-    base = per_split["valid"]["G=16 lam=0.0"]["NDCG@10"], per_split["test"]["G=16 lam=0.0"]["NDCG@10"]
-    print(f"{'G':>3} {'lam':>5} | valid HR@10 NDCG@10 (vs lam 0) | test HR@10 NDCG@10 (vs lam 0)")
+    base = tuple(hr_ndcg(target_ranks(per_split_sft[s].tolist(), per_split_targets[s]), ks=(10,))["NDCG@10"]
+                 for s in ("valid", "test"))
+    print(f"{'G':>3} {'lam':>5} | valid HR@10 NDCG@10 (vs SFT) | test HR@10 NDCG@10 (vs SFT)")
     for key, v in per_split["valid"].items():
         t = per_split["test"][key]
         print(f"{v['G']:>3} {v['lam']:>5} | {v['HR@10']:.4f} {v['NDCG@10']:.4f} ({v['NDCG@10'] / base[0] - 1:+.1%}) "
@@ -88,10 +102,11 @@ def main() -> None:
     print(f"picked on valid: {best}; test {per_split['test'][best]}")
     write_json(args.out, {"args": vars(args), "picked_on_valid": best, "valid": per_split["valid"],
                           "test": per_split["test"]})
-    plot(per_split, base, Path(args.out).with_suffix(".png"))
+    extra = "".join(f" + {w:g}·{name}" for name, w in (("novelty", args.novelty), ("popularity", args.popularity)) if w)
+    plot(per_split, base, Path(args.out).with_suffix(".png"), f"SFT beams re-ranked by log π_ref + λ·z(SASRec){extra}")
 
 
-def plot(per_split: dict, base: tuple[float, float], path: Path) -> None:
+def plot(per_split: dict, base: tuple[float, float], path: Path, title: str) -> None:
     """NDCG@10 against the SFT ranking as the tilt grows: one line per G, valid dashed, test solid."""
     from sidrec.analysis.plots import _plt, _save
 
@@ -108,7 +123,7 @@ def plot(per_split: dict, base: tuple[float, float], path: Path) -> None:
     ax.text(0.01, 5.2, "+5% (issue #5's bar)", color="grey", fontsize=8, transform=ax.get_yaxis_transform())
     ax.set_xlabel("tilt λ (= 1/β for the collaborative reward alone)")
     ax.set_ylabel("NDCG@10 vs SFT ranking (%)")
-    ax.set_title("SFT beams re-ranked by log π_ref + λ·z(SASRec)")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
     print(f"plot: {path}")

@@ -11,7 +11,8 @@ from sidrec.sid.io import load_sids
 from sidrec.tasks.builders import fit_history
 from sidrec.tasks.template import sid_text
 from sidrec.train.rewards import (Groups, check_rewards, collaborative_reward, combine, diversity_reward,
-                                  prefix_reward, rank_weights, ranking_reward, rule_reward, zero_advantage_share)
+                                  novelty_reward, popularity_reward, prefix_reward, rank_weights, ranking_reward,
+                                  recent_popularity, rule_reward, zero_advantage_share)
 from sidrec.train.rl import RlConfig, run_rl, shared_prompt_logps
 
 
@@ -70,6 +71,37 @@ def test_collaborative_reward_routes_users_to_a_cross_fitted_scorer():
     assert np.allclose(r[:3], [0, 1.2247449, -1.2247449]) and np.allclose(r[3:], 0)
 
 
+def test_novelty_and_popularity_by_hand():
+    item_codes = np.array([[0, 0], [0, 1], [1, 0], [0, 1]])  # items 1 and 3 share a SID
+    # group 1's history holds items 1 and 2; group 2's is empty
+    g = groups([[0, 1], [1, 0], [0, 0], [0, 1], [1, 0], [0, 0]], [[0, 0]] * 6, 3, items=[3, 2, 0, 1, 2, 0],
+               histories=[[1, 2]] * 3 + [[]] * 3)
+    # item 3 is not in the history but its SID is: a repeat of what the user saw
+    assert novelty_reward(g, item_codes=item_codes).tolist() == [0, 0, 1, 1, 1, 1]
+    # targets over time: 0 0 2 1 2 2; the last 4 rows count item 2 three times and item 1 once
+    prior = recent_popularity([0, 0, 2, 1, 2, 2], 4, window=4)
+    assert np.allclose(prior, np.log1p([0, 1, 3, 0]))
+    assert np.allclose(recent_popularity([0, 0, 2, 1, 2, 2], 4, window=None), np.log1p([2, 1, 3, 0]))
+    assert np.allclose(popularity_reward(g, item_prior=prior), np.log1p([0, 3, 0, 1, 3, 0]))
+    with pytest.raises(SidrecError, match="SID codes"):
+        novelty_reward(g)
+    with pytest.raises(SidrecError, match="item counts"):
+        popularity_reward(g)
+
+
+def test_histories_after_training():
+    import pandas as pd
+
+    from sidrec.data.canonical import histories_after
+
+    df = pd.DataFrame({"user": [7, 3, 7, 3, 7, 5], "history": [[1], [2], [1, 4], [2, 6], [1, 4, 8], [9]],
+                       "target": [4, 6, 8, 0, 2, 1]})
+    after = histories_after(df, max_history=3)
+    # one row per user, in the order of their latest rows; the latest target joins the history, oldest items drop
+    assert after["user"].tolist() == [3, 7, 5]
+    assert after["history"].tolist() == [[2, 6, 0], [4, 8, 2], [9, 1]]
+
+
 def test_training_rows_latest_per_user_then_sample():
     import pandas as pd
 
@@ -120,6 +152,9 @@ def test_reward_config_errors():
         check_rewards({"collaborative": 0.5}, None)
     with pytest.raises(SidrecError, match="every reward weight is 0"):
         check_rewards({"rule": 0.0}, None)
+    with pytest.raises(SidrecError, match=r"\['prefix', 'rule'\].*after_train"):
+        check_rewards({"rule": 1.0, "prefix": 0.5, "novelty": 1.0}, None, labelled=False)
+    check_rewards({"rule": 0.0, "novelty": 1.0, "popularity": 0.3}, None, labelled=False)
 
 
 # ------------------------------------------------------------------------------------------------- GRPO on a toy
@@ -204,6 +239,51 @@ def test_grpo_moves_mass_to_the_rewarded_item(weak_sft, tmp_path):
     assert history[0]["step"] == 0 and history[-1]["step"] == 24
 
 
+def test_grpo_on_after_train_prompts_learns_a_target_free_reward(weak_sft, tmp_path):
+    """No targets: prompts are the users' end-of-training histories and the reward is `popularity` (log counts over
+    the latest 40 training targets). GRPO must raise the popularity the model expects, E_pi[log count]."""
+    from sidrec.data import Dataset
+
+    root, data, sids, sft_dir = weak_sft
+    ds = Dataset.load(data)
+    prior = torch.tensor(recent_popularity(ds.splits["train"]["target"], ds.num_items, 40), dtype=torch.float32)
+    assert ds.num_items == len(load_sids(sids)[0])  # one SID per item: SID shares are item shares
+
+    def expected_popularity(model_dir):
+        return float((sid_log_shares(model_dir, data, sids).exp() * prior).sum(-1).mean())
+
+    before = expected_popularity(sft_dir)
+    cfg = rl_config(prompts="after_train", rewards={"popularity": 1.0}, popularity_window=40, sample_train=False)
+    out = run_rl(cfg, sft_dir, data, sids, tmp_path / "rl")
+    after = expected_popularity(out)
+    assert after > before + 0.25 and after <= float(prior.max()) + 1e-6, (before, after)
+    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
+    assert manifest["num_train_prompts"] == ds.splits["train"]["user"].nunique()
+    log = json.loads((tmp_path / "rl" / "train_log.json").read_text())
+    assert not any("rl/target_in_group" in e for e in log)  # no target to look for
+
+
+def test_scale_rewards_none_keeps_the_rewards_scale(weak_sft, tmp_path):
+    """A tiny reward (popularity x 0.01) against the KL to the SFT model (beta 0.3): z-scoring within groups blows the
+    reward up to unit advantages and the policy moves far; centring only (`scale_rewards: none`) keeps it tiny next
+    to the KL, so the policy barely moves. (Adam cancels a common scale of all gradients, not this balance.)"""
+    from sidrec.data import Dataset
+
+    root, data, sids, sft_dir = weak_sft
+    ds = Dataset.load(data)
+    prior = torch.tensor(recent_popularity(ds.splits["train"]["target"], ds.num_items, 40), dtype=torch.float32)
+
+    def rise(scale):
+        cfg = rl_config(prompts="after_train", rewards={"popularity": 0.01}, popularity_window=40,
+                        sample_train=False, scale_rewards=scale, beta=0.3)
+        out = run_rl(cfg, sft_dir, data, sids, tmp_path / scale)
+        return float(((sid_log_shares(out, data, sids).exp() - sid_log_shares(sft_dir, data, sids).exp())
+                      * prior).sum(-1).mean())
+
+    by_group, centred = rise("group"), rise("none")
+    assert by_group > 0.15 and abs(centred) < 0.1 * by_group, (by_group, centred)
+
+
 def test_kl_to_the_reference_holds_the_policy_back(weak_sft, tmp_path):
     root, data, sids, sft_dir = weak_sft
     free = run_rl(rl_config(beta=0.0), sft_dir, data, sids, tmp_path / "free")
@@ -229,6 +309,10 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
         run_rl(rl_config(rewards={"collaborative": 1.0}), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="no SASRec checkpoint"):
         run_rl(rl_config(rewards={"collaborative": 1.0}, scorer=str(tmp_path)), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="after_train"):
+        run_rl(rl_config(prompts="after_train"), sft_dir, data, sids, out)  # rule needs a target
+    with pytest.raises(SidrecError, match="add_target"):
+        run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, add_target=True), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="larger than the catalogue"):
         run_rl(rl_config(num_generations=16, train_batch_size=32, micro_batch_size=16), sft_dir, data, sids, out)
     other = tmp_path / "other.json"

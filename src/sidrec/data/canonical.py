@@ -60,6 +60,15 @@ def latest_rows_per_user(split: pd.DataFrame, n: int) -> np.ndarray:
     return np.sort(split.reset_index(drop=True).groupby("user", sort=False).tail(n).index.to_numpy())
 
 
+def histories_after(split: pd.DataFrame, max_history: int) -> pd.DataFrame:
+    """Each user's history at the end of a split: their latest row's history plus its target, the last
+    `max_history` items. These are the prompts for the user's *next*, still unseen, item (no target), in the order
+    of the users' latest rows."""
+    latest = split.reset_index(drop=True).iloc[latest_rows_per_user(split, 1)]
+    histories = [(list(h) + [int(t)])[-max_history:] for h, t in zip(latest["history"], latest["target"])]
+    return pd.DataFrame({"user": latest["user"].to_numpy(), "history": histories})
+
+
 @dataclass
 class Dataset:
     """Items, users and the three chronological splits, plus free-form metadata."""

@@ -93,11 +93,21 @@ class RlConfig(StageConfig):
     # keep only each user's latest N training rows (before sampling): their histories are the closest to the rows
     # the model will be asked about next; None keeps every row
     rows_per_user: int | None = Field(None, ge=1)
+    # rows: training rows (history -> target). after_train: one prompt per user, their history at the end of the
+    # training period, whose next item is not in the training data (no target: target-free rewards only). The SFT
+    # model never saw these histories as prompts, so what RL teaches there is not undone by its memory of the rows.
+    prompts: Literal["rows", "after_train"] = "rows"
+    popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
     train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
     micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
     beta: float = Field(1e-3, ge=0)
+    # group: advantages are rewards z-scored within each group (GRPO). none: only centred (Dr. GRPO), so a reward's
+    # scale survives next to the KL term and across groups: tiny differences (a popularity gap in a group without
+    # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta),
+    # the re-ranking bench/rl_fusion_bound.py measures.
+    scale_rewards: Literal["group", "batch", "none"] = "group"
     max_grad_norm: float = 0.3
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"

@@ -14,6 +14,13 @@ other.
 - `collaborative`: a trained SASRec's logit for the completion's item given the history, z-scored within the group.
   On training rows use cross-fitted SASRecs (`CrossFitScorer`): one trained on the same rows recalls their targets.
 - `diversity`: 1 - (others in the group with the same first-level code) / (G - 1).
+- `novelty`: 1 if the completion's SID is not in the history, else 0. Repeats fall over time in the Amazon splits
+  (9.0% of train targets are in their history, 5.2% of valid, 2.8% of test), and SFT learns the train rate.
+- `popularity`: log(1 + the item's count among the targets of the latest `popularity_window` training rows): a
+  prior that follows what is bought now rather than over the whole training period.
+
+`collaborative`, `novelty`, `popularity` and `diversity` need no target, so they can score prompts that have none
+(`rl.prompts: after_train`); `rule`, `ranking` and `prefix` need one.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import numpy as np
 
 from sidrec.errors import SidrecError
 
-REWARDS = ("rule", "ranking", "prefix", "collaborative", "diversity")
+REWARDS = ("rule", "ranking", "prefix", "collaborative", "diversity", "novelty", "popularity")
+TARGET_REWARDS = ("rule", "ranking", "prefix")
 
 
 @dataclass
@@ -84,6 +92,27 @@ def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
     return z.reshape(-1)
 
 
+def novelty_reward(g: Groups, item_codes: np.ndarray | None = None, **_) -> np.ndarray:
+    if item_codes is None:
+        raise SidrecError("the novelty reward needs the items' SID codes")
+    seen = [{tuple(c) for c in item_codes[h]} if len(h) else set() for h in g.histories]
+    return np.array([tuple(c) not in s for c, s in zip(g.pred_codes.tolist(), seen)], dtype=np.float64)
+
+
+def popularity_reward(g: Groups, item_prior: np.ndarray | None = None, **_) -> np.ndarray:
+    if item_prior is None:
+        raise SidrecError("the popularity reward needs item counts from the training rows")
+    return np.asarray(item_prior, dtype=np.float64)[g.pred_items]
+
+
+def recent_popularity(train_targets, num_items: int, window: int | None) -> np.ndarray:
+    """log(1 + count) of each item among the last `window` training targets (all when None); rows are in time order."""
+    targets = np.asarray(train_targets, dtype=np.int64)
+    if window:
+        targets = targets[-window:]
+    return np.log1p(np.bincount(targets, minlength=num_items).astype(np.float64))
+
+
 def diversity_reward(g: Groups, **_) -> np.ndarray:
     first = g.grouped(g.pred_codes[:, 0])
     same = (first[:, :, None] == first[:, None, :]).sum(axis=2) - 1
@@ -92,24 +121,31 @@ def diversity_reward(g: Groups, **_) -> np.ndarray:
 
 REWARD_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "rule": rule_reward, "ranking": ranking_reward, "prefix": prefix_reward,
-    "collaborative": collaborative_reward, "diversity": diversity_reward,
+    "collaborative": collaborative_reward, "diversity": diversity_reward, "novelty": novelty_reward,
+    "popularity": popularity_reward,
 }
 
 
-def check_rewards(weights: dict[str, float], scorer_path: str | None) -> None:
+def check_rewards(weights: dict[str, float], scorer_path: str | None, labelled: bool = True) -> None:
     unknown = sorted(set(weights) - set(REWARD_FUNCTIONS))
     if unknown:
         raise SidrecError(f"unknown reward(s) {unknown}; choose from {', '.join(REWARDS)}")
     if not any(w != 0 for w in weights.values()):
         raise SidrecError("every reward weight is 0: nothing to learn from")
+    needs_target = sorted(n for n in TARGET_REWARDS if weights.get(n))
+    if needs_target and not labelled:
+        raise SidrecError(f"reward(s) {needs_target} compare with the target, and prompts `after_train` have none; "
+                          f"set their weights to 0 or use prompts: rows")
     if weights.get("collaborative") and not scorer_path:
         raise SidrecError("reward `collaborative` needs `scorer:` pointing at a trained SASRec "
                           "(`sidrec baseline sasrec --data DIR --out OUT`, then scorer: OUT)")
 
 
-def combine(g: Groups, weights: dict[str, float], scorer=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Weighted sum of the configured rewards, and each reward on its own (for logging)."""
-    parts = {name: REWARD_FUNCTIONS[name](g, scorer=scorer) for name, w in weights.items() if w}
+def combine(g: Groups, weights: dict[str, float], **context) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Weighted sum of the configured rewards, and each reward on its own (for logging).
+
+    `context`: what some rewards need besides the groups (`scorer`, `item_codes`, `item_prior`)."""
+    parts = {name: REWARD_FUNCTIONS[name](g, **context) for name, w in weights.items() if w}
     total = sum(weights[name] * r for name, r in parts.items())
     return total, parts
 

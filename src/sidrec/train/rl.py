@@ -1,6 +1,7 @@
 """Recommendation-oriented RL: GRPO on TRL's `GRPOTrainer`, with groups drawn by our constrained beam search.
 
-For each prompt (a training row's history), the rollout returns G completions: the top-G catalogue SIDs of the
+For each prompt (a training row's history, or with `prompts: after_train` a user's history at the end of the
+training period), the rollout returns G completions: the top-G catalogue SIDs of the
 constrained beam search, in beam order (unique, valid items), or G constrained samples. Rewards (`rewards.py`) are
 computed from the training row the prompt came from; TRL turns them into group-normalised advantages and adds the
 k3 KL to the frozen SFT model (weight `beta`).
@@ -23,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sidrec.data.canonical import Dataset, latest_rows_per_user
+from sidrec.data.canonical import Dataset, histories_after, latest_rows_per_user
 from sidrec.decode import SidTrie, constrained_beam_search, constrained_sample, left_pad
 from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
-from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards
+from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards, recent_popularity
 from sidrec.train.config import RlConfig
 
 
@@ -59,9 +60,10 @@ class GroupRollout:
             model.train(was_training)
         if (sid_index < 0).any():
             raise SidrecError(f"beam search returned fewer than {g} SIDs for a prompt; lower num_generations")
-        target_sid = self.sid_of_item[[r["target"] for r in rows]]
-        in_group = (sid_index == target_sid[:, None]).any(axis=1)
-        trainer._metrics["train"]["rl/target_in_group"].append(float(in_group.mean()))
+        if self.cfg.prompts == "rows":
+            target_sid = self.sid_of_item[[r["target"] for r in rows]]
+            in_group = (sid_index == target_sid[:, None]).any(axis=1)
+            trainer._metrics["train"]["rl/target_in_group"].append(float(in_group.mean()))
         if self.cfg.add_target:
             sid_index = sid_index.copy()
             sid_index[~in_group, -1] = target_sid[~in_group]
@@ -124,15 +126,19 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     return token_logp, entropy
 
 
-def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=None) -> list:
+def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=None,
+                      item_prior: np.ndarray | None = None) -> list:
     first_item = np.array([items[0] for items in trie.items_of_sid])
+    no_target = np.full(codes.shape[1], -1, dtype=codes.dtype)  # after_train prompts: matches no SID
 
     def make(name):
         def reward(prompts, completions, completion_ids, sid, target, history, user=None, **_):
-            groups = Groups(trie.sids[np.asarray(sid)], codes[np.asarray(target)], first_item[np.asarray(sid)],
+            target = np.asarray(target)
+            target_codes = np.where((target >= 0)[:, None], codes[np.maximum(target, 0)], no_target)
+            groups = Groups(trie.sids[np.asarray(sid)], target_codes, first_item[np.asarray(sid)],
                             [list(h) for h in history], cfg.num_generations,
                             None if user is None else np.asarray(user))
-            return REWARD_FUNCTIONS[name](groups, scorer=scorer).tolist()
+            return REWARD_FUNCTIONS[name](groups, scorer=scorer, item_codes=codes, item_prior=item_prior).tolist()
 
         reward.__name__ = name  # TRL logs rewards/<name>/mean and /std
         return reward
@@ -142,10 +148,11 @@ def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=No
 
 
 def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
-    """Positions of the training rows RL prompts with: each user's latest `rows_per_user` rows (all when None), then
-    a seeded sample of `sample_size` of them when `sample_train`."""
+    """Positions of the training rows (or, for `after_train`, of the users' end-of-training histories) RL prompts
+    with: each user's latest `rows_per_user` rows (all when None), then a seeded sample of `sample_size` of them when
+    `sample_train`."""
     rows = np.arange(len(train_df))
-    if cfg.rows_per_user:
+    if cfg.rows_per_user and cfg.prompts == "rows":
         rows = latest_rows_per_user(train_df, cfg.rows_per_user)
     if cfg.sample_train and cfg.sample_size < len(rows):
         rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.sample_size, replace=False))
@@ -198,7 +205,10 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
     # every check that can fail runs before any training starts
-    check_rewards(cfg.rewards, cfg.scorer)
+    check_rewards(cfg.rewards, cfg.scorer, labelled=cfg.prompts == "rows")
+    if cfg.prompts == "after_train" and (cfg.add_target or cfg.rows_per_user):
+        raise SidrecError("add_target and rows_per_user apply to prompts: rows; after_train prompts have no target "
+                          "and one history per user")
     if cfg.train_batch_size % cfg.num_generations or cfg.train_batch_size % cfg.micro_batch_size:
         raise SidrecError(f"train_batch_size={cfg.train_batch_size} must be a multiple of num_generations="
                           f"{cfg.num_generations} and of micro_batch_size={cfg.micro_batch_size}")
@@ -207,7 +217,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
         from sidrec.baselines.sasrec import load_scorer
 
         scorer = load_scorer(cfg.scorer)
-        if not getattr(scorer, "needs_users", False) and scorer.config.get("folds", 1) == 1:
+        if cfg.prompts == "rows" and not getattr(scorer, "needs_users", False) and scorer.config.get("folds", 1) == 1:
             print("[rl] note: the collaborative scorer was trained on the training rows it will score, so it mostly "
                   "recalls their targets; cross-fitted scorers (rl.scorer={0: ..., 1: ...}, sasrec.folds) avoid that")
     dataset = Dataset.load(data_dir)
@@ -223,10 +233,15 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     response_len = codes.shape[1] + 1
 
     train_df = dataset.splits["train"]
-    rows = training_rows(train_df, cfg)
+    item_prior = recent_popularity(train_df["target"], dataset.num_items, cfg.popularity_window)
+    if cfg.prompts == "after_train":
+        prompt_df = histories_after(train_df, dataset.max_history).assign(target=-1)
+    else:
+        prompt_df = train_df
+    rows = training_rows(prompt_df, cfg)
     from datasets import Dataset as HFDataset
 
-    histories, targets, users = train_df["history"].tolist(), train_df["target"].tolist(), train_df["user"].tolist()
+    histories, targets, users = (prompt_df[c].tolist() for c in ("history", "target", "user"))
     train = HFDataset.from_list([
         {"prompt": fit_history("seqrec", list(histories[r]), codes, tokenizer, cfg.cutoff_len - response_len)[0],
          "row": int(r), "target": int(targets[r]), "history": [int(i) for i in histories[r]], "user": int(users[r])}
@@ -243,12 +258,12 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     prompts_per_step = cfg.train_batch_size // cfg.num_generations
     total_steps = math.ceil(len(train) * cfg.epochs / (prompts_per_step * world))
     eval_every = max(1, int(cfg.eval_step * total_steps) if cfg.eval_step < 1 else int(cfg.eval_step))
-    reward_funcs, reward_weights = make_reward_funcs(cfg, trie, codes, scorer)
+    reward_funcs, reward_weights = make_reward_funcs(cfg, trie, codes, scorer, item_prior)
     args = GRPOConfig(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=accum, num_generations=cfg.num_generations,
         max_completion_length=response_len, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        beta=cfg.beta, loss_type="grpo", scale_rewards="group", reward_weights=reward_weights,
+        beta=cfg.beta, loss_type="grpo", scale_rewards=cfg.scale_rewards, reward_weights=reward_weights,
         max_grad_norm=cfg.max_grad_norm, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, disable_dropout=True,
         logging_steps=max(1, eval_every // 5), save_strategy="steps", save_steps=eval_every, save_total_limit=2,

@@ -1,0 +1,107 @@
+"""Where does an RL model gain or lose? Valid NDCG@10 of the SFT model, each RL model and the collaborative tilt,
+on groups of valid rows.
+
+Row groups:
+- `after_train`: the user's first valid row. Its history is the user's history at the end of the training period,
+  exactly an `rl.prompts: after_train` prompt, so an RL run on those prompts has trained on it (without its target).
+- `later`: every other valid row. Its history ends with items bought in the valid period.
+- `repeat` / `new`: the target's SID is / is not in the history.
+- `target seen N..M`: the target's count among the training targets (popular items vs the tail).
+
+The tilt re-ranks the SFT model's beams by  log pi_ref + lam * z(SASRec) + nu * [SID not in history]  (the optimum
+that GRPO with rewards {collaborative: lam, novelty: nu} and beta = 1 aims at, see bench/rl_fusion_bound.py).
+
+    .venv/bin/python bench/rl_transfer.py --sft runs/demo/sft/model --rl runs/at/C1/model --data runs/demo/dataset \
+        --sids runs/demo/sid --scorer bench/out/sasrec_run1,bench/out/sasrec_seed2,bench/out/sasrec_seed3 \
+        --out bench/out/rl_transfer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from sidrec.baselines.sasrec import load_scorer
+from sidrec.data import Dataset
+from sidrec.data.canonical import histories_after
+from sidrec.evaluate.generative import build_trie, load_model_for_inference, rank_histories
+from sidrec.evaluate.metrics import target_ranks
+from sidrec.io import write_json
+from sidrec.sid.io import load_sids
+from sidrec.train.rl import _sid_of_item
+
+COUNT_BINS = ((0, 5), (5, 20), (20, None))
+
+
+def row_ndcg10(sid_index: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-row NDCG@10 (one relevant item): 1 / log2(rank + 2) inside the top 10, else 0."""
+    ranks = target_ranks(sid_index.tolist(), targets.tolist())
+    return np.where((ranks >= 0) & (ranks < 10), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sft", required=True)
+    ap.add_argument("--rl", required=True, help="RL model folder(s), joined by commas")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--sids", required=True)
+    ap.add_argument("--scorer", required=True, help="SASRec run folder, or several joined by commas (averaged)")
+    ap.add_argument("--lam", type=float, default=0.75)
+    ap.add_argument("--nu", type=float, default=0.0)
+    ap.add_argument("--beams", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+
+    dataset = Dataset.load(args.data)
+    codes, _ = load_sids(args.sids)
+    valid, train = dataset.splits["valid"], dataset.splits["train"]
+    tokenizer, sft = load_model_for_inference(args.sft)
+    trie = build_trie(tokenizer, codes)
+    sid_of_item = _sid_of_item(trie, dataset.num_items)
+    first_item = np.array([items[0] for items in trie.items_of_sid])
+    histories = [list(h) for h in valid["history"]]
+    targets = sid_of_item[np.asarray(valid["target"].tolist())]
+
+    end = histories_after(train, dataset.max_history)
+    ends = {(u, tuple(h)) for u, h in zip(end["user"], end["history"])}
+    after = np.array([(u, tuple(h)) in ends for u, h in zip(valid["user"], histories)])
+    repeat = np.array([t in set(sid_of_item[h].tolist()) for t, h in zip(targets, histories)])
+    seen = np.bincount(np.asarray(train["target"].tolist()), minlength=dataset.num_items)[valid["target"].to_numpy()]
+    groups = {"all": np.ones(len(valid), bool), "after_train": after, "later": ~after, "repeat": repeat,
+              "new": ~repeat}
+    for lo, hi in COUNT_BINS:
+        groups[f"target seen {lo}..{hi - 1 if hi else ''}"] = (seen >= lo) & (seen < (hi or np.inf))
+
+    sid_index, loglik = rank_histories(sft, tokenizer, trie, codes, histories, args.beams, batch_size=64,
+                                       progress=False)
+    scorer = load_scorer(args.scorer.split(","))
+    logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
+                             for i in range(0, len(histories), 512)])
+    z = (logits - logits.mean(1, keepdims=True)) / np.maximum(logits.std(1, keepdims=True), 1e-8)
+    novel = np.array([[s not in set(sid_of_item[h].tolist()) for s in row] for h, row in zip(histories, sid_index)])
+    tilted = np.take_along_axis(sid_index, np.argsort(-(loglik + args.lam * z + args.nu * novel), 1, kind="stable"),
+                                1)
+    per_row = {"sft": row_ndcg10(sid_index, targets), "tilt": row_ndcg10(tilted, targets)}
+    for path in args.rl.split(","):
+        _, model = load_model_for_inference(path)
+        per_row[path] = row_ndcg10(rank_histories(model, tokenizer, trie, codes, histories, args.beams,
+                                                  batch_size=64, progress=False)[0], targets)
+
+    table = {g: {"rows": int(m.sum()), **{k: float(v[m].mean()) for k, v in per_row.items()}}
+             for g, m in groups.items()}
+    print(f"valid NDCG@10 by row group ({time.time() - t0:.0f} s); in brackets: vs SFT")
+    for g, v in table.items():
+        cells = "  ".join(f"{k} {x:.4f} ({x / max(v['sft'], 1e-12) - 1:+.1%})" for k, x in v.items()
+                          if k not in ("rows", "sft"))
+        print(f"{g:18s} {v['rows']:5d} rows  sft {v['sft']:.4f}  {cells}")
+    write_json(args.out, {"args": vars(args), "valid_ndcg10": table})
+
+
+if __name__ == "__main__":
+    main()
