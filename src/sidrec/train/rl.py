@@ -3,8 +3,8 @@
 For each prompt (a training row's history, or with `prompts: after_train` a user's history at the end of the
 training period), the rollout returns G completions: the top-G catalogue SIDs of the
 constrained beam search, in beam order (unique, valid items), or G constrained samples. Rewards (`rewards.py`) are
-computed from the training row the prompt came from; TRL turns them into group-normalised advantages and adds the
-k3 KL to the frozen SFT model (weight `beta`).
+computed from the row the prompt came from; TRL turns them into advantages (centred within each group, and z-scored
+with `scale_rewards: group`) and adds the k3 KL to the frozen SFT model (weight `beta`).
 
 Why a small subclass of `GRPOTrainer`: TRL hands `rollout_func` only the prompt texts, and `add_target` needs each
 prompt's target. The subclass keeps the batch's rows on the trainer for the rollout; the rest is TRL's.
@@ -152,7 +152,7 @@ def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
     with: each user's latest `rows_per_user` rows (all when None), then a seeded sample of `sample_size` of them when
     `sample_train`."""
     rows = np.arange(len(train_df))
-    if cfg.rows_per_user and cfg.prompts == "rows":
+    if cfg.rows_per_user:
         rows = latest_rows_per_user(train_df, cfg.rows_per_user)
     if cfg.sample_train and cfg.sample_size < len(rows):
         rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.sample_size, replace=False))
