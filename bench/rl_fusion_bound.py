@@ -29,7 +29,7 @@ from sidrec.evaluate.generative import build_trie, load_model_for_inference, ran
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
-from sidrec.train.rewards import recent_popularity
+from sidrec.train.rewards import in_history, recent_popularity
 from sidrec.train.rl import _sid_of_item
 
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 25.0)
@@ -71,17 +71,17 @@ def main() -> None:
     sid_of_item = _sid_of_item(trie, dataset.num_items)
     prior = recent_popularity(dataset.splits["train"]["target"], dataset.num_items, args.popularity_window)
 
-    per_split, per_split_sft, per_split_targets = {}, {}, {}
+    per_split, base = {}, []
     for split in ("valid", "test"):
         t0 = time.time()
         df = dataset.splits[split]
         histories = [list(h) for h in df["history"]]
         targets = sid_of_item[np.asarray(df["target"].tolist())].tolist()
         sid_index, loglik = rank_histories(model, tokenizer, trie, codes, histories, args.beams, batch_size=64)
-        per_split_sft[split], per_split_targets[split] = sid_index, targets
+        base.append(hr_ndcg(target_ranks(sid_index.tolist(), targets), ks=(10,))["NDCG@10"])  # the SFT ranking
         logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
                                  for i in range(0, len(histories), 512)])
-        novel = np.array([[s not in set(sid_of_item[h].tolist()) for s in row] for h, row in zip(histories, sid_index)])
+        novel = ~in_history(sid_index, histories, sid_of_item)
         bonus = args.novelty * novel + args.popularity * prior[first_item[sid_index]]
         table = {}
         for g in (int(x) for x in args.groups.split(",")):
@@ -91,8 +91,6 @@ def main() -> None:
         per_split[split] = table
         print(f"{split}: {len(df)} rows, {time.time() - t0:.0f} s")
 
-    base = tuple(hr_ndcg(target_ranks(per_split_sft[s].tolist(), per_split_targets[s]), ks=(10,))["NDCG@10"]
-                 for s in ("valid", "test"))
     print(f"{'G':>3} {'lam':>5} | valid HR@10 NDCG@10 (vs SFT) | test HR@10 NDCG@10 (vs SFT)")
     for key, v in per_split["valid"].items():
         t = per_split["test"][key]

@@ -31,6 +31,7 @@ from sidrec.evaluate.generative import build_trie, load_model_for_inference, ran
 from sidrec.evaluate.metrics import target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
+from sidrec.train.rewards import in_history
 from sidrec.train.rl import _sid_of_item
 
 COUNT_BINS = ((0, 5), (5, 20), (20, None))
@@ -71,7 +72,7 @@ def main() -> None:
     end = histories_after(train, dataset.max_history)
     ends = {(u, tuple(h)) for u, h in zip(end["user"], end["history"])}
     after = np.array([(u, tuple(h)) in ends for u, h in zip(valid["user"], histories)])
-    repeat = np.array([t in set(sid_of_item[h].tolist()) for t, h in zip(targets, histories)])
+    repeat = in_history(targets[:, None], histories, sid_of_item)[:, 0]
     seen = np.bincount(np.asarray(train["target"].tolist()), minlength=dataset.num_items)[valid["target"].to_numpy()]
     groups = {"all": np.ones(len(valid), bool), "after_train": after, "later": ~after, "repeat": repeat,
               "new": ~repeat}
@@ -84,7 +85,7 @@ def main() -> None:
     logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
                              for i in range(0, len(histories), 512)])
     z = (logits - logits.mean(1, keepdims=True)) / np.maximum(logits.std(1, keepdims=True), 1e-8)
-    novel = np.array([[s not in set(sid_of_item[h].tolist()) for s in row] for h, row in zip(histories, sid_index)])
+    novel = ~in_history(sid_index, histories, sid_of_item)
     tilted = np.take_along_axis(sid_index, np.argsort(-(loglik + args.lam * z + args.nu * novel), 1, kind="stable"),
                                 1)
     per_row = {"sft": row_ndcg10(sid_index, targets), "tilt": row_ndcg10(tilted, targets)}

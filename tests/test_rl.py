@@ -11,7 +11,7 @@ from sidrec.sid.io import load_sids
 from sidrec.tasks.builders import fit_history
 from sidrec.tasks.template import sid_text
 from sidrec.train.rewards import (Groups, check_rewards, collaborative_reward, combine, diversity_reward,
-                                  novelty_reward, popularity_reward, prefix_reward, rank_weights, ranking_reward,
+                                  in_history, novelty_reward, popularity_reward, prefix_reward, rank_weights, ranking_reward,
                                   recent_popularity, rule_reward, zero_advantage_share)
 from sidrec.train.rl import RlConfig, run_rl, shared_prompt_logps
 
@@ -83,6 +83,9 @@ def test_novelty_and_popularity_by_hand():
     assert np.allclose(prior, np.log1p([0, 1, 3, 0]))
     assert np.allclose(recent_popularity([0, 0, 2, 1, 2, 2], 4, window=None), np.log1p([2, 1, 3, 0]))
     assert np.allclose(popularity_reward(g, item_prior=prior), np.log1p([0, 3, 0, 1, 3, 0]))
+    # the same test on listed SIDs, for offline re-rankings: items 1 and 3 share SID 1
+    sid_of_item = np.array([0, 1, 2, 1])
+    assert in_history(np.array([[1, 0], [2, 2]]), [[3], []], sid_of_item).tolist() == [[True, False], [False, False]]
     with pytest.raises(SidrecError, match="SID codes"):
         novelty_reward(g)
     with pytest.raises(SidrecError, match="item counts"):

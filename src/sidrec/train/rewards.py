@@ -99,6 +99,12 @@ def novelty_reward(g: Groups, item_codes: np.ndarray | None = None, **_) -> np.n
     return np.array([tuple(c) not in s for c, s in zip(g.pred_codes.tolist(), seen)], dtype=np.float64)
 
 
+def in_history(sid_index: np.ndarray, histories: list[list[int]], sid_of_item: np.ndarray) -> np.ndarray:
+    """(rows, k) bool: whether each listed SID is the SID of an item in its row's history (offline re-rankings)."""
+    seen = [set(sid_of_item[h].tolist()) for h in histories]
+    return np.array([[sid in s for sid in row] for s, row in zip(seen, np.asarray(sid_index).tolist())], dtype=bool)
+
+
 def popularity_reward(g: Groups, item_prior: np.ndarray | None = None, **_) -> np.ndarray:
     if item_prior is None:
         raise SidrecError("the popularity reward needs item counts from the training rows")
