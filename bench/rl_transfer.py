@@ -34,6 +34,8 @@ from sidrec.sid.io import load_sids
 from sidrec.train.rewards import in_history
 from sidrec.train.rl import _sid_of_item
 
+from rl_fusion_bound import tilt  # bench/ is on sys.path when this script runs
+
 COUNT_BINS = ((0, 5), (5, 20), (20, None))
 
 
@@ -84,10 +86,8 @@ def main() -> None:
     scorer = load_scorer(args.scorer.split(","))
     logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
                              for i in range(0, len(histories), 512)])
-    z = (logits - logits.mean(1, keepdims=True)) / np.maximum(logits.std(1, keepdims=True), 1e-8)
     novel = ~in_history(sid_index, histories, sid_of_item)
-    tilted = np.take_along_axis(sid_index, np.argsort(-(loglik + args.lam * z + args.nu * novel), 1, kind="stable"),
-                                1)
+    tilted = tilt(sid_index, loglik, logits, args.beams, args.lam, args.nu * novel)
     per_row = {"sft": row_ndcg10(sid_index, targets), "tilt": row_ndcg10(tilted, targets)}
     for path in args.rl.split(","):
         _, model = load_model_for_inference(path)

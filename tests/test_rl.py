@@ -72,19 +72,18 @@ def test_collaborative_reward_routes_users_to_a_cross_fitted_scorer():
 
 
 def test_novelty_and_popularity_by_hand():
-    item_codes = np.array([[0, 0], [0, 1], [1, 0], [0, 1]])  # items 1 and 3 share a SID
+    sid_of_item = np.array([0, 1, 2, 1])  # items 1 and 3 share a SID
     # group 1's history holds items 1 and 2; group 2's is empty
     g = groups([[0, 1], [1, 0], [0, 0], [0, 1], [1, 0], [0, 0]], [[0, 0]] * 6, 3, items=[3, 2, 0, 1, 2, 0],
                histories=[[1, 2]] * 3 + [[]] * 3)
     # item 3 is not in the history but its SID is: a repeat of what the user saw
-    assert novelty_reward(g, item_codes=item_codes).tolist() == [0, 0, 1, 1, 1, 1]
+    assert novelty_reward(g, sid_of_item=sid_of_item).tolist() == [0, 0, 1, 1, 1, 1]
     # targets over time: 0 0 2 1 2 2; the last 4 rows count item 2 three times and item 1 once
     prior = recent_popularity([0, 0, 2, 1, 2, 2], 4, window=4)
     assert np.allclose(prior, np.log1p([0, 1, 3, 0]))
     assert np.allclose(recent_popularity([0, 0, 2, 1, 2, 2], 4, window=None), np.log1p([2, 1, 3, 0]))
     assert np.allclose(popularity_reward(g, item_prior=prior), np.log1p([0, 3, 0, 1, 3, 0]))
     # the same test on listed SIDs, for offline re-rankings: items 1 and 3 share SID 1
-    sid_of_item = np.array([0, 1, 2, 1])
     assert in_history(np.array([[1, 0], [2, 2]]), [[3], []], sid_of_item).tolist() == [[True, False], [False, False]]
     with pytest.raises(SidrecError, match="SID codes"):
         novelty_reward(g)

@@ -92,17 +92,16 @@ def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
     return z.reshape(-1)
 
 
-def novelty_reward(g: Groups, item_codes: np.ndarray | None = None, **_) -> np.ndarray:
-    if item_codes is None:
-        raise SidrecError("the novelty reward needs the items' SID codes")
-    seen = [{tuple(c) for c in item_codes[h]} if len(h) else set() for h in g.histories]
-    return np.array([tuple(c) not in s for c, s in zip(g.pred_codes.tolist(), seen)], dtype=np.float64)
-
-
 def in_history(sid_index: np.ndarray, histories: list[list[int]], sid_of_item: np.ndarray) -> np.ndarray:
-    """(rows, k) bool: whether each listed SID is the SID of an item in its row's history (offline re-rankings)."""
+    """(rows, k) bool: whether each listed SID is the SID of an item in its row's history."""
     seen = [set(sid_of_item[h].tolist()) for h in histories]
     return np.array([[sid in s for sid in row] for s, row in zip(seen, np.asarray(sid_index).tolist())], dtype=bool)
+
+
+def novelty_reward(g: Groups, sid_of_item: np.ndarray | None = None, **_) -> np.ndarray:
+    if sid_of_item is None:
+        raise SidrecError("the novelty reward needs each item's SID to compare SID codes with the history")
+    return 1.0 - in_history(sid_of_item[g.pred_items][:, None], g.histories, sid_of_item)[:, 0]
 
 
 def popularity_reward(g: Groups, item_prior: np.ndarray | None = None, **_) -> np.ndarray:
@@ -150,7 +149,7 @@ def check_rewards(weights: dict[str, float], scorer_path: str | None, labelled: 
 def combine(g: Groups, weights: dict[str, float], **context) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Weighted sum of the configured rewards, and each reward on its own (for logging).
 
-    `context`: what some rewards need besides the groups (`scorer`, `item_codes`, `item_prior`)."""
+    `context`: what some rewards need besides the groups (`scorer`, `sid_of_item`, `item_prior`)."""
     parts = {name: REWARD_FUNCTIONS[name](g, **context) for name, w in weights.items() if w}
     total = sum(weights[name] * r for name, r in parts.items())
     return total, parts

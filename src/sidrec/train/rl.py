@@ -129,6 +129,7 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
 def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=None,
                       item_prior: np.ndarray | None = None) -> list:
     first_item = np.array([items[0] for items in trie.items_of_sid])
+    sid_of_item = _sid_of_item(trie, len(codes))
     no_target = np.full(codes.shape[1], -1, dtype=codes.dtype)  # after_train prompts: matches no SID
 
     def make(name):
@@ -138,7 +139,8 @@ def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=No
             groups = Groups(trie.sids[np.asarray(sid)], target_codes, first_item[np.asarray(sid)],
                             [list(h) for h in history], cfg.num_generations,
                             None if user is None else np.asarray(user))
-            return REWARD_FUNCTIONS[name](groups, scorer=scorer, item_codes=codes, item_prior=item_prior).tolist()
+            return REWARD_FUNCTIONS[name](groups, scorer=scorer, sid_of_item=sid_of_item,
+                                          item_prior=item_prior).tolist()
 
         reward.__name__ = name  # TRL logs rewards/<name>/mean and /std
         return reward
