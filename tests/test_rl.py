@@ -265,6 +265,33 @@ def test_grpo_on_after_train_prompts_learns_a_target_free_reward(weak_sft, tmp_p
     assert not any("rl/target_in_group" in e for e in log)  # no target to look for
 
 
+def test_extended_histories_append_one_of_the_models_beams(weak_sft):
+    """`extend_prompts`: each end-of-training history continued by k distinct items from the model's top-G beams."""
+    from sidrec.data import Dataset
+    from sidrec.data.canonical import histories_after
+    from sidrec.evaluate.generative import build_trie, rank_histories
+    from sidrec.train.rl import extended_histories
+
+    root, data, sids, sft_dir = weak_sft
+    ds = Dataset.load(data)
+    codes, _ = load_sids(sids)
+    tokenizer, model = load_model_for_inference(sft_dir)
+    trie = build_trie(tokenizer, codes)
+    base = histories_after(ds.splits["train"], ds.max_history)
+    more = extended_histories(model, tokenizer, trie, codes, base, 2, 4, ds.max_history, 120, seed=0)
+    assert len(more) == 2 * len(base) and (more["user"].to_numpy() == np.repeat(base["user"].to_numpy(), 2)).all()
+    top4, _ = rank_histories(model, tokenizer, trie, codes, [list(h) for h in base["history"]], 4, 120,
+                             progress=False)
+    sid_of = {int(i): s for s, items in enumerate(trie.items_of_sid) for i in items}
+    for r, (h, ext) in enumerate(zip(np.repeat(base["history"].to_numpy(), 2), more["history"])):
+        assert ext[:-1] == (list(h) + [ext[-1]])[-ds.max_history:][:-1]  # the history, oldest dropped past the cap
+        assert sid_of[ext[-1]] in top4[r // 2]
+    pairs = more["history"].map(lambda e: e[-1]).to_numpy().reshape(-1, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).all()  # two different beams per user
+    again = extended_histories(model, tokenizer, trie, codes, base, 2, 4, ds.max_history, 120, seed=0)
+    assert more["history"].tolist() == again["history"].tolist()
+
+
 def test_scale_rewards_none_keeps_the_rewards_scale(weak_sft, tmp_path):
     """A tiny reward (popularity x 0.01) against the KL to the SFT model (beta 0.3): z-scoring within groups blows the
     reward up to unit advantages and the policy moves far; centring only (`scale_rewards: none`) keeps it tiny next
@@ -313,6 +340,8 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
         run_rl(rl_config(rewards={"collaborative": 1.0}, scorer=str(tmp_path)), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="after_train"):
         run_rl(rl_config(prompts="after_train"), sft_dir, data, sids, out)  # rule needs a target
+    with pytest.raises(SidrecError, match="extend_prompts"):
+        run_rl(rl_config(extend_prompts=1), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="add_target"):
         run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, add_target=True), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="larger than the catalogue"):

@@ -97,6 +97,10 @@ class RlConfig(StageConfig):
     # training period, whose next item is not in the training data (no target: target-free rewards only). The SFT
     # model never saw these histories as prompts, so what RL teaches there is not undone by its memory of the rows.
     prompts: Literal["rows", "after_train"] = "rows"
+    # after_train only: per user, this many more prompts, each their end-of-training history plus one next item
+    # drawn from the start model's top-`num_generations` beams (by its probabilities). Such a history ends, like
+    # most valid and test rows, with an item after the training period, and no model has memorised it.
+    extend_prompts: int = Field(0, ge=0)
     popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
     train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
     micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sidrec.data.canonical import Dataset, histories_after, latest_rows_per_user
@@ -149,6 +150,25 @@ def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=No
     return [make(n) for n in names], [cfg.rewards[n] for n in names]
 
 
+def extended_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, prompt_df, k: int, beams: int,
+                       max_history: int, cutoff_len: int, seed: int):
+    """`k` continuations of each history in `prompt_df`: the history plus one item drawn without replacement from
+    the model's top-`beams` constrained beams, with the beams' probabilities renormalised (see `extend_prompts`)."""
+    from sidrec.evaluate.generative import rank_histories
+
+    histories = [list(h) for h in prompt_df["history"]]
+    sid_index, scores = rank_histories(model, tokenizer, trie, codes, histories, beams, cutoff_len, batch_size=64)
+    rng = np.random.default_rng(seed)
+    users, extended = [], []
+    for h, u, sids, logp in zip(histories, prompt_df["user"], sid_index, scores):
+        p = np.exp(logp - logp.max())
+        for s in rng.choice(sids, size=min(k, len(sids)), replace=False, p=p / p.sum()):
+            items = trie.items_of_sid[s]
+            extended.append((h + [int(items[rng.integers(len(items))])])[-max_history:])
+            users.append(u)
+    return pd.DataFrame({"user": users, "history": extended})
+
+
 def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
     """Positions of the training rows (or, for `after_train`, of the users' end-of-training histories) RL prompts
     with: each user's latest `rows_per_user` rows (all when None), then a seeded sample of `sample_size` of them when
@@ -208,6 +228,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
 
     # every check that can fail runs before any training starts
     check_rewards(cfg.rewards, cfg.scorer, labelled=cfg.prompts == "rows")
+    if cfg.extend_prompts and cfg.prompts != "after_train":
+        raise SidrecError("extend_prompts continues the after_train histories; set rl.prompts: after_train")
     if cfg.prompts == "after_train" and (cfg.add_target or cfg.rows_per_user):
         raise SidrecError("add_target and rows_per_user apply to prompts: rows; after_train prompts have no target "
                           "and one history per user")
@@ -237,7 +259,13 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     train_df = dataset.splits["train"]
     item_prior = recent_popularity(train_df["target"], dataset.num_items, cfg.popularity_window)
     if cfg.prompts == "after_train":
-        prompt_df = histories_after(train_df, dataset.max_history).assign(target=-1)
+        prompt_df = histories_after(train_df, dataset.max_history)
+        if cfg.extend_prompts:
+            more = extended_histories(model, tokenizer, trie, codes, prompt_df, cfg.extend_prompts,
+                                      cfg.num_generations, dataset.max_history, cfg.cutoff_len - response_len,
+                                      cfg.seed)
+            prompt_df = pd.concat([prompt_df, more], ignore_index=True)
+        prompt_df = prompt_df.assign(target=-1)
     else:
         prompt_df = train_df
     rows = training_rows(prompt_df, cfg)

@@ -1,0 +1,146 @@
+"""How much of its reward's optimum has an RL model learned, per reward, on its own prompts and on valid rows?
+
+With `scale_rewards: none` the optimum of GRPO's objective is the start model tilted by exp(reward / beta): on the
+start model's top-G beams of a prompt, log pi*(y) - log pi_ref(y) = sum_k w_k r_k(y) / beta + a constant. This script
+takes the RL run's own reward weights, beta and scorer from its manifest, draws `--rows` of its prompts
+(`after_train` histories) and `--rows` valid rows, and regresses the learned shift, log pi_rl - log pi_ref centred
+within each group, on the rewards centred within each group. A coefficient equal to w_k / beta means that reward is
+fully learned; `learned` is coefficient / (w_k / beta). Equal fractions on prompts and valid rows mean the model
+generalises what it learned, and the limit is the optimisation; a much lower fraction on valid means it does not.
+
+    .venv/bin/python bench/rl_fit.py --runs runs/at/N4,runs/at/N3 --out bench/out/rl_fit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from sidrec.baselines.sasrec import load_scorer
+from sidrec.data import Dataset
+from sidrec.data.canonical import histories_after
+from sidrec.evaluate.generative import build_trie, load_model_for_inference, rank_histories
+from sidrec.io import read_json, write_json
+from sidrec.sid.io import load_sids
+from sidrec.tasks.builders import fit_history
+from sidrec.tasks.template import sid_text
+from sidrec.train.rewards import Groups, combine, recent_popularity
+from sidrec.train.rl import _sid_of_item, shared_prompt_logps
+
+
+def beam_logps(model, tokenizer, codes, trie, histories, sid_index, cutoff_len: int) -> np.ndarray:
+    """(rows, G) log-likelihood under `model` of each given SID after each history's prompt."""
+    out = np.zeros(sid_index.shape)
+    for r, (h, sids) in enumerate(zip(histories, sid_index)):
+        prompt = tokenizer(fit_history("seqrec", h, codes, tokenizer, cutoff_len)[0],
+                           add_special_tokens=False)["input_ids"]
+        completions = [tokenizer(sid_text(trie.sids[s]), add_special_tokens=False)["input_ids"] for s in sids]
+        ids = torch.tensor([prompt + c for c in completions])
+        with torch.no_grad():
+            token_logp, _ = shared_prompt_logps(model, ids, torch.ones_like(ids), len(completions[0]))
+        out[r] = token_logp.sum(-1).numpy()
+    return out
+
+
+def _item_means(sid_index: np.ndarray, values: np.ndarray, min_count: int = 3) -> dict[int, float]:
+    sums = np.bincount(sid_index, values)
+    counts = np.bincount(sid_index)
+    return {int(s): sums[s] / counts[s] for s in np.flatnonzero(counts >= min_count)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", required=True, help="RL run folder(s) (manifest.json + model/), joined by commas")
+    ap.add_argument("--rows", type=int, default=300, help="prompts and valid rows drawn (each)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+
+    runs = args.runs.split(",")
+    manifests = {r: read_json(f"{r}/manifest.json") for r in runs}
+    first = manifests[runs[0]]
+    paths = {k: first["inputs"][k]["path"] for k in ("model", "data", "sids")}
+    if any({k: m["inputs"][k]["path"] for k in paths} != paths for m in manifests.values()):
+        raise SystemExit("the runs must share their start model, data and SIDs")
+    cfg = first["config"]
+    dataset = Dataset.load(paths["data"])
+    codes, _ = load_sids(paths["sids"])
+    tokenizer, ref = load_model_for_inference(paths["model"])
+    trie = build_trie(tokenizer, codes)
+    sid_of_item = _sid_of_item(trie, dataset.num_items)
+    first_item = np.array([items[0] for items in trie.items_of_sid])
+    g = cfg["num_generations"]
+    cutoff = cfg["cutoff_len"] - codes.shape[1] - 1
+
+    rng = np.random.default_rng(args.seed)
+    prompts = histories_after(dataset.splits["train"], dataset.max_history)
+    valid = dataset.splits["valid"]
+    sets = {name: [list(df["history"].iloc[i]) for i in np.sort(rng.choice(len(df), args.rows, replace=False))]
+            for name, df in (("prompts (after_train)", prompts), ("valid rows", valid))}
+    models = {r: load_model_for_inference(f"{r}/model")[1] for r in runs}
+    report, residuals = {}, {}
+    for set_name, histories in sets.items():
+        sid_index, _ = rank_histories(ref, tokenizer, trie, codes, histories, g, batch_size=64, progress=False)
+        ref_logp = beam_logps(ref, tokenizer, codes, trie, histories, sid_index, cutoff)
+        flat = sid_index.ravel()
+        groups = Groups(trie.sids[flat], np.full((len(flat), codes.shape[1]), -1), first_item[flat],
+                        [h for h in histories for _ in range(g)], g)
+        for run in runs:
+            rcfg = manifests[run]["config"]
+            weights = {k: w for k, w in rcfg["rewards"].items() if w}
+            scorer = load_scorer(rcfg["scorer"]) if weights.get("collaborative") else None
+            prior = recent_popularity(dataset.splits["train"]["target"], dataset.num_items, rcfg["popularity_window"])
+            _, parts = combine(groups, weights, scorer=scorer, sid_of_item=sid_of_item, item_prior=prior)
+            # a shift along the start model's own log-likelihood sharpens (> 0) or flattens (< 0) it: no reward
+            # asks for that, so its optimum is 0
+            parts["log pi_ref"] = ref_logp.ravel()
+            # GRPO's loss is per token: a completion's first SID token is pushed by the advantages of every
+            # completion in the group that shares it. This regressor is that sum over the other completions, of
+            # the total reward centred in the group; a positive coefficient is the push spilling over to siblings.
+            total = sum(weights[n] / rcfg["beta"] * parts[n] for n in weights).reshape(-1, g)
+            total = total - total.mean(1, keepdims=True)
+            head = trie.sids[sid_index][..., 0]
+            same = head[:, :, None] == head[:, None, :]
+            parts["siblings' reward"] = (np.einsum("rij,rj->ri", same, total) - total).ravel()
+            names = list(parts)
+            x = np.stack([parts[n].reshape(-1, g) for n in names], -1)
+            x = (x - x.mean(1, keepdims=True)).reshape(-1, len(names))
+            shift = beam_logps(models[run], tokenizer, codes, trie, histories, sid_index, cutoff) - ref_logp
+            shift = (shift - shift.mean(1, keepdims=True)).ravel()
+            coef = np.linalg.lstsq(x, shift, rcond=None)[0]
+            optimum = np.array([weights.get(n, 0.0) / rcfg["beta"] for n in names])
+            row = {n: {"coefficient": round(float(c), 4), "optimum": float(o),
+                       "learned": round(float(c / o), 3) if o else None} for n, c, o in zip(names, coef, optimum)}
+            row["r2"] = round(float(1 - ((shift - x @ coef) ** 2).sum() / (shift ** 2).sum()), 3)
+            report.setdefault(run, {})[set_name] = row
+            residuals[run, set_name] = (flat, shift - x @ coef)
+            cells = "  ".join(f"{n} {v['coefficient']:+.3f} of {v['optimum']:.2f}"
+                              + (f" ({v['learned']:.0%})" if v["learned"] is not None else "")
+                              for n, v in row.items() if n != "r2")
+            print(f"{run:14s} {set_name:22s} {cells}  R² {row['r2']:.2f}", flush=True)
+    # What the rewards leave unexplained: is it a shift of the item itself, the same whatever the history? The
+    # item's mean residual on the prompts, used as a prediction of its residuals on the valid rows.
+    on_prompts, on_valid = sets
+    for run in runs:
+        item_mean = _item_means(*residuals[run, on_prompts])
+        flat, resid = residuals[run, on_valid]
+        known = np.array([s in item_mean for s in flat])
+        predicted = np.array([item_mean[s] for s in flat[known]])
+        explained = 1 - ((resid[known] - predicted) ** 2).sum() / (resid[known] ** 2).sum()
+        report[run]["item_shift"] = {"valid_completions_with_item_on_prompts": round(float(known.mean()), 3),
+                                     "valid_residual_explained": round(float(explained), 3)}
+        print(f"{run:14s} the item's mean unexplained shift on the prompts explains {explained:.0%} of the "
+              f"unexplained shift on valid rows ({known.mean():.0%} of valid completions have their item among the "
+              f"prompts' beams)")
+    print(f"{time.time() - t0:.0f} s")
+    write_json(args.out, {"args": vars(args), "runs": report})
+
+
+if __name__ == "__main__":
+    main()
