@@ -120,24 +120,55 @@ def main() -> None:
             row["r2"] = round(float(1 - ((shift - x @ coef) ** 2).sum() / (shift ** 2).sum()), 3)
             report.setdefault(run, {})[set_name] = row
             residuals[run, set_name] = (flat, shift - x @ coef)
+            # Which part of a history-dependent reward is learned: the item's mean reward over this set's
+            # completions (the same for every history, so shared parameters learn it from every group the item is
+            # in) or the rest, the part that depends on the history? Items seen < 3 times keep all in the rest.
+            counts = np.bincount(flat, minlength=len(trie.sids))
+            split_names, columns = [], []
+            for n in names:
+                if n in ("collaborative", "novelty"):
+                    mean = (np.bincount(flat, parts[n], minlength=len(trie.sids)) / np.maximum(counts, 1))[flat]
+                    mean = np.where(counts[flat] >= 3, mean, parts[n].mean())
+                    split_names += [f"{n}: item mean", f"{n}: rest"]
+                    columns += [mean, parts[n] - mean]
+                else:
+                    split_names.append(n)
+                    columns.append(parts[n])
+            xs = np.stack([c.reshape(-1, g) for c in columns], -1)
+            xs = (xs - xs.mean(1, keepdims=True)).reshape(-1, len(columns))
+            coef_split = np.linalg.lstsq(xs, shift, rcond=None)[0]
+            row["split"] = {n: round(float(c), 4) for n, c in zip(split_names, coef_split)}
             cells = "  ".join(f"{n} {v['coefficient']:+.3f} of {v['optimum']:.2f}"
                               + (f" ({v['learned']:.0%})" if v["learned"] is not None else "")
-                              for n, v in row.items() if n != "r2")
+                              for n, v in row.items() if n not in ("r2", "split"))
             print(f"{run:14s} {set_name:22s} {cells}  R² {row['r2']:.2f}", flush=True)
+            print(f"{'':14s} {'':22s} split: " + "  ".join(f"{n} {c:+.3f}" for n, c in row["split"].items()
+                                                            if ":" in n), flush=True)
     # What the rewards leave unexplained: is it a shift of the item itself, the same whatever the history? The
     # item's mean residual on the prompts, used as a prediction of its residuals on the valid rows.
     on_prompts, on_valid = sets
+    targets = np.asarray(dataset.splits["train"]["target"].tolist())
+    train_histories = [np.asarray(h, dtype=np.int64) for h in dataset.splits["train"]["history"]]
     for run in runs:
         item_mean = _item_means(*residuals[run, on_prompts])
         flat, resid = residuals[run, on_valid]
         known = np.array([s in item_mean for s in flat])
         predicted = np.array([item_mean[s] for s in flat[known]])
         explained = 1 - ((resid[known] - predicted) ** 2).sum() / (resid[known] ** 2).sum()
+        # popularity in another form? the item shift against the item's log counts (all training targets, the
+        # latest 2,000, and in training histories)
+        sids = np.array(sorted(item_mean))
+        shift = np.array([item_mean[s] for s in sids])
+        counts = np.stack([np.log1p(np.bincount(np.asarray(c), minlength=dataset.num_items))[first_item[sids]]
+                           for c in (targets, targets[-2000:], np.concatenate(train_histories))] + [np.ones(len(sids))], 1)
+        fit = np.linalg.lstsq(counts, shift, rcond=None)[0]
+        by_counts = 1 - ((shift - counts @ fit) ** 2).sum() / ((shift - shift.mean()) ** 2).sum()
         report[run]["item_shift"] = {"valid_completions_with_item_on_prompts": round(float(known.mean()), 3),
-                                     "valid_residual_explained": round(float(explained), 3)}
+                                     "valid_residual_explained": round(float(explained), 3),
+                                     "item_shift_r2_on_log_counts": round(float(by_counts), 3)}
         print(f"{run:14s} the item's mean unexplained shift on the prompts explains {explained:.0%} of the "
               f"unexplained shift on valid rows ({known.mean():.0%} of valid completions have their item among the "
-              f"prompts' beams)")
+              f"prompts' beams); the item's log counts explain {by_counts:.0%} of that item shift")
     print(f"{time.time() - t0:.0f} s")
     write_json(args.out, {"args": vars(args), "runs": report})
 
