@@ -8,7 +8,11 @@ within each group, on the rewards centred within each group. A coefficient equal
 fully learned; `learned` is coefficient / (w_k / beta). Equal fractions on prompts and valid rows mean the model
 generalises what it learned, and the limit is the optimisation; a much lower fraction on valid means it does not.
 
-    .venv/bin/python bench/rl_fit.py --runs runs/at/N4,runs/at/N3 --out bench/out/rl_fit.json
+Also reported: the same regression with `collaborative` and `novelty` each split into the item's mean over the set
+and the rest (what depends on the history), and how much of what the rewards leave unexplained is a shift of the
+item itself (its mean residual on the prompts, as a prediction on valid rows, and against its log counts).
+
+    .venv/bin/python bench/rl_fit.py --runs runs/at/N4,runs/at/N3 --rows 600 --out bench/out/rl_fit.json
 """
 
 from __future__ import annotations
