@@ -32,7 +32,7 @@ from sidrec.sid.io import load_sids
 from sidrec.tasks.builders import fit_history
 from sidrec.tasks.template import sid_text
 from sidrec.train.rewards import Groups, combine, recent_popularity
-from sidrec.train.rl import _sid_of_item, shared_prompt_logps
+from sidrec.train.rl import shared_prompt_logps
 
 
 def beam_logps(model, tokenizer, codes, trie, histories, sid_index, cutoff_len: int) -> np.ndarray:
@@ -77,8 +77,8 @@ def main() -> None:
     codes, _ = load_sids(paths["sids"])
     tokenizer, ref = load_model_for_inference(paths["model"])
     trie = build_trie(tokenizer, codes)
-    sid_of_item = _sid_of_item(trie, dataset.num_items)
-    first_item = np.array([items[0] for items in trie.items_of_sid])
+    sid_of_item = trie.sid_of_item(dataset.num_items)
+    first_item = trie.first_items()
     g = cfg["num_generations"]
     cutoff = cfg["cutoff_len"] - codes.shape[1] - 1
 

@@ -30,7 +30,6 @@ from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
 from sidrec.train.rewards import in_history, recent_popularity
-from sidrec.train.rl import _sid_of_item
 
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 25.0)
 
@@ -67,8 +66,8 @@ def main() -> None:
     tokenizer, model = load_model_for_inference(args.model)
     trie = build_trie(tokenizer, codes)
     scorer = load_scorer(args.scorer.split(",") if "," in args.scorer else args.scorer)
-    first_item = np.array([items[0] for items in trie.items_of_sid])
-    sid_of_item = _sid_of_item(trie, dataset.num_items)
+    first_item = trie.first_items()
+    sid_of_item = trie.sid_of_item(dataset.num_items)
     prior = recent_popularity(dataset.splits["train"]["target"], dataset.num_items, args.popularity_window)
 
     per_split, base = {}, []

@@ -54,7 +54,7 @@ def main() -> None:
     histories = [list(df["history"].iloc[r]) for r in rows]
     targets = np.asarray(df["target"].iloc[rows].tolist())
     sid_index, _ = rank_histories(model, tokenizer, trie, codes, histories, args.group, cutoff_len=128, batch_size=64)
-    first_item = np.array([items[0] for items in trie.items_of_sid])
+    first_item = trie.first_items()
     sid_of_item = np.empty(len(codes), dtype=np.int64)
     for s, items in enumerate(trie.items_of_sid):
         sid_of_item[items] = s

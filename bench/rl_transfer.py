@@ -32,7 +32,6 @@ from sidrec.evaluate.metrics import target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
 from sidrec.train.rewards import in_history
-from sidrec.train.rl import _sid_of_item
 
 from rl_fusion_bound import tilt  # bench/ is on sys.path when this script runs
 
@@ -66,8 +65,8 @@ def main() -> None:
     valid, train = dataset.splits["valid"], dataset.splits["train"]
     tokenizer, sft = load_model_for_inference(args.sft)
     trie = build_trie(tokenizer, codes)
-    sid_of_item = _sid_of_item(trie, dataset.num_items)
-    first_item = np.array([items[0] for items in trie.items_of_sid])
+    sid_of_item = trie.sid_of_item(dataset.num_items)
+    first_item = trie.first_items()
     histories = [list(h) for h in valid["history"]]
     targets = sid_of_item[np.asarray(valid["target"].tolist())]
 

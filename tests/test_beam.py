@@ -69,6 +69,13 @@ def test_beam_search_matches_exhaustive_ranking_with_padding():
     assert items[0][i0 + 1] == 13
 
 
+def test_trie_maps_items_and_sids_both_ways():
+    codes = np.array([[0, 1, 2], [1, 0, 0], [0, 1, 2], [2, 2, 1]])  # items 0 and 2 collide
+    trie = SidTrie.build(codes, LEVEL_TOKENS)
+    assert trie.first_items().tolist() == [0, 1, 3]
+    assert trie.sid_of_item(5).tolist() == [0, 1, 0, 2, -1]  # item 4 is not in the trie
+
+
 def test_narrow_beam_returns_unique_valid_sids():
     model, codes = tiny_model(3), catalogue(n=40, seed=5)
     trie = SidTrie.build(codes, LEVEL_TOKENS)

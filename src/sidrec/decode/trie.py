@@ -76,6 +76,17 @@ class SidTrie:
     def num_sids(self) -> int:
         return len(self.sids)
 
+    def first_items(self) -> np.ndarray:
+        """(num_sids,) each SID's first item: the item a generated SID stands for where one item is needed."""
+        return np.array([items[0] for items in self.items_of_sid])
+
+    def sid_of_item(self, num_items: int) -> np.ndarray:
+        """(num_items,) each item's SID index (-1 for items outside the trie)."""
+        out = np.full(num_items, -1, dtype=np.int64)
+        for s, items in enumerate(self.items_of_sid):
+            out[items] = s
+        return out
+
     def to(self, device) -> "SidTrie":
         return SidTrie([a.to(device) for a in self.allowed], [c.to(device) for c in self.child],
                        [t.to(device) for t in self.level_token_ids], self.sids, self.items_of_sid)

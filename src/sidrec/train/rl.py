@@ -129,8 +129,8 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=None,
                       item_prior: np.ndarray | None = None) -> list:
-    first_item = np.array([items[0] for items in trie.items_of_sid])
-    sid_of_item = _sid_of_item(trie, len(codes))
+    first_item = trie.first_items()
+    sid_of_item = trie.sid_of_item(len(codes))
     no_target = np.full(codes.shape[1], -1, dtype=codes.dtype)  # after_train prompts: matches no SID
 
     def make(name):
@@ -191,15 +191,8 @@ def valid_ranking(model, tokenizer, trie, codes, histories, targets, beams, cuto
                                       progress=False)
     finally:
         model.train(was_training)
-    sid_of_item = _sid_of_item(trie, len(codes))
+    sid_of_item = trie.sid_of_item(len(codes))
     return hr_ndcg(target_ranks(sid_index.tolist(), sid_of_item[targets].tolist()), ks=(5, 10, 20))
-
-
-def _sid_of_item(trie: SidTrie, num_items: int) -> np.ndarray:
-    out = np.full(num_items, -1, dtype=np.int64)
-    for s, items in enumerate(trie.items_of_sid):
-        out[items] = s
-    return out
 
 
 def _save_model(model, tokenizer, folder: Path) -> None:
@@ -253,7 +246,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     trie = build_trie(tokenizer, codes)  # fails if the SFT tokenizer lacks these SID tokens
     if cfg.num_generations > trie.num_sids:
         raise SidrecError(f"num_generations={cfg.num_generations} is larger than the catalogue's {trie.num_sids} SIDs")
-    sid_of_item = _sid_of_item(trie, dataset.num_items)
+    sid_of_item = trie.sid_of_item(dataset.num_items)
     response_len = codes.shape[1] + 1
 
     train_df = dataset.splits["train"]
