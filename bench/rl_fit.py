@@ -49,10 +49,11 @@ def beam_logps(model, tokenizer, codes, trie, histories, sid_index, cutoff_len: 
     return out
 
 
-def _item_means(sid_index: np.ndarray, values: np.ndarray, min_count: int = 3) -> dict[int, float]:
-    sums = np.bincount(sid_index, values)
-    counts = np.bincount(sid_index)
-    return {int(s): sums[s] / counts[s] for s in np.flatnonzero(counts >= min_count)}
+def item_means(sid_index: np.ndarray, values: np.ndarray, num_sids: int, min_count: int = 3) -> np.ndarray:
+    """(num_sids,) mean of `values` over each SID's completions; NaN for SIDs seen fewer than `min_count` times."""
+    counts = np.bincount(sid_index, minlength=num_sids)
+    sums = np.bincount(sid_index, values, minlength=num_sids)
+    return np.where(counts >= min_count, sums / np.maximum(counts, 1), np.nan)
 
 
 def main() -> None:
@@ -88,6 +89,15 @@ def main() -> None:
     sets = {name: [list(df["history"].iloc[i]) for i in np.sort(rng.choice(len(df), args.rows, replace=False))]
             for name, df in (("prompts (after_train)", prompts), ("valid rows", valid))}
     models = {r: load_model_for_inference(f"{r}/model")[1] for r in runs}
+    train_targets = dataset.splits["train"]["target"]
+    contexts = {}  # per run: its reward weights and what those rewards need
+    for run in runs:
+        rcfg = manifests[run]["config"]
+        weights = {k: w for k, w in rcfg["rewards"].items() if w}
+        contexts[run] = (weights, {
+            "scorer": load_scorer(rcfg["scorer"]) if weights.get("collaborative") else None,
+            "sid_of_item": sid_of_item,
+            "item_prior": recent_popularity(train_targets, dataset.num_items, rcfg["popularity_window"])})
     report, residuals = {}, {}
     for set_name, histories in sets.items():
         sid_index, _ = rank_histories(ref, tokenizer, trie, codes, histories, g, batch_size=64, progress=False)
@@ -97,10 +107,8 @@ def main() -> None:
                         [h for h in histories for _ in range(g)], g)
         for run in runs:
             rcfg = manifests[run]["config"]
-            weights = {k: w for k, w in rcfg["rewards"].items() if w}
-            scorer = load_scorer(rcfg["scorer"]) if weights.get("collaborative") else None
-            prior = recent_popularity(dataset.splits["train"]["target"], dataset.num_items, rcfg["popularity_window"])
-            _, parts = combine(groups, weights, scorer=scorer, sid_of_item=sid_of_item, item_prior=prior)
+            weights, context = contexts[run]
+            _, parts = combine(groups, weights, **context)
             # a shift along the start model's own log-likelihood sharpens (> 0) or flattens (< 0) it: no reward
             # asks for that, so its optimum is 0
             parts["log pi_ref"] = ref_logp.ravel()
@@ -127,12 +135,11 @@ def main() -> None:
             # Which part of a history-dependent reward is learned: the item's mean reward over this set's
             # completions (the same for every history, so shared parameters learn it from every group the item is
             # in) or the rest, the part that depends on the history? Items seen < 3 times keep all in the rest.
-            counts = np.bincount(flat, minlength=len(trie.sids))
             split_names, columns = [], []
             for n in names:
                 if n in ("collaborative", "novelty"):
-                    mean = (np.bincount(flat, parts[n], minlength=len(trie.sids)) / np.maximum(counts, 1))[flat]
-                    mean = np.where(counts[flat] >= 3, mean, parts[n].mean())
+                    mean = item_means(flat, parts[n], trie.num_sids)[flat]
+                    mean = np.where(np.isnan(mean), parts[n].mean(), mean)
                     split_names += [f"{n}: item mean", f"{n}: rest"]
                     columns += [mean, parts[n] - mean]
                 else:
@@ -151,20 +158,21 @@ def main() -> None:
     # What the rewards leave unexplained: is it a shift of the item itself, the same whatever the history? The
     # item's mean residual on the prompts, used as a prediction of its residuals on the valid rows.
     on_prompts, on_valid = sets
-    targets = np.asarray(dataset.splits["train"]["target"].tolist())
-    train_histories = [np.asarray(h, dtype=np.int64) for h in dataset.splits["train"]["history"]]
+    in_histories = np.concatenate([np.asarray(h, dtype=np.int64) for h in dataset.splits["train"]["history"]])
+    log_counts = np.stack([recent_popularity(train_targets, dataset.num_items, None),
+                           recent_popularity(train_targets, dataset.num_items, 2000),
+                           recent_popularity(in_histories, dataset.num_items, None)], 1)
     for run in runs:
-        item_mean = _item_means(*residuals[run, on_prompts])
+        item_mean = item_means(*residuals[run, on_prompts], trie.num_sids)
         flat, resid = residuals[run, on_valid]
-        known = np.array([s in item_mean for s in flat])
-        predicted = np.array([item_mean[s] for s in flat[known]])
-        explained = 1 - ((resid[known] - predicted) ** 2).sum() / (resid[known] ** 2).sum()
+        predicted = item_mean[flat]
+        known = ~np.isnan(predicted)
+        explained = 1 - ((resid[known] - predicted[known]) ** 2).sum() / (resid[known] ** 2).sum()
         # popularity in another form? the item shift against the item's log counts (all training targets, the
         # latest 2,000, and in training histories)
-        sids = np.array(sorted(item_mean))
-        shift = np.array([item_mean[s] for s in sids])
-        counts = np.stack([np.log1p(np.bincount(np.asarray(c), minlength=dataset.num_items))[first_item[sids]]
-                           for c in (targets, targets[-2000:], np.concatenate(train_histories))] + [np.ones(len(sids))], 1)
+        sids = np.flatnonzero(~np.isnan(item_mean))
+        shift = item_mean[sids]
+        counts = np.column_stack([log_counts[first_item[sids]], np.ones(len(sids))])
         fit = np.linalg.lstsq(counts, shift, rcond=None)[0]
         by_counts = 1 - ((shift - counts @ fit) ** 2).sum() / ((shift - shift.mean()) ** 2).sum()
         report[run]["item_shift"] = {"valid_completions_with_item_on_prompts": round(float(known.mean()), 3),
