@@ -45,6 +45,12 @@ def tilt(sid_index: np.ndarray, loglik: np.ndarray, logits: np.ndarray, group: i
     return np.concatenate([np.take_along_axis(sid_index[:, :group], order, 1), sid_index[:, group:]], axis=1)
 
 
+def beam_logits(scorer, histories: list[list[int]], sid_index: np.ndarray, first_item: np.ndarray) -> np.ndarray:
+    """SASRec's logit of each beam's item given its row's history, in chunks of 512 rows."""
+    return np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
+                           for i in range(0, len(histories), 512)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -78,8 +84,7 @@ def main() -> None:
         targets = sid_of_item[np.asarray(df["target"].tolist())].tolist()
         sid_index, loglik = rank_histories(model, tokenizer, trie, codes, histories, args.beams, batch_size=64)
         base.append(hr_ndcg(target_ranks(sid_index.tolist(), targets), ks=(10,))["NDCG@10"])  # the SFT ranking
-        logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
-                                 for i in range(0, len(histories), 512)])
+        logits = beam_logits(scorer, histories, sid_index, first_item)
         novel = ~in_history(sid_index, histories, sid_of_item)
         bonus = args.novelty * novel + args.popularity * prior[first_item[sid_index]]
         table = {}

@@ -33,7 +33,7 @@ from sidrec.io import write_json
 from sidrec.sid.io import load_sids
 from sidrec.train.rewards import in_history
 
-from rl_fusion_bound import tilt  # bench/ is on sys.path when this script runs
+from rl_fusion_bound import beam_logits, tilt  # bench/ is on sys.path when this script runs
 
 COUNT_BINS = ((0, 5), (5, 20), (20, None))
 
@@ -83,8 +83,7 @@ def main() -> None:
     sid_index, loglik = rank_histories(sft, tokenizer, trie, codes, histories, args.beams, batch_size=64,
                                        progress=False)
     scorer = load_scorer(args.scorer.split(","))
-    logits = np.concatenate([scorer.score(histories[i:i + 512], first_item[sid_index[i:i + 512]].tolist())
-                             for i in range(0, len(histories), 512)])
+    logits = beam_logits(scorer, histories, sid_index, first_item)
     novel = ~in_history(sid_index, histories, sid_of_item)
     tilted = tilt(sid_index, loglik, logits, args.beams, args.lam, args.nu * novel)
     per_row = {"sft": row_ndcg10(sid_index, targets), "tilt": row_ndcg10(tilted, targets)}
