@@ -1,10 +1,11 @@
-"""Where does an RL model gain or lose? Valid NDCG@10 of the SFT model, each RL model and the collaborative tilt,
-on groups of valid rows.
+"""Where does an RL model gain or lose? NDCG@10 of the SFT model, each RL model and the collaborative tilt, on groups
+of valid rows (or test rows, `--split test`).
 
 Row groups:
-- `after_train`: the user's first valid row. Its history is the user's history at the end of the training period,
-  exactly an `rl.prompts: after_train` prompt, so an RL run on those prompts has trained on it (without its target).
-- `later`: every other valid row. Its history ends with items bought in the valid period.
+- `after_train`: the row's history is the user's history at the end of the training period (on valid: the user's
+  first valid row), exactly an `rl.prompts: after_train` prompt, so an RL run on those prompts has trained on it
+  (without its target).
+- `later`: every other row. Its history ends with items bought after the training period.
 - `repeat` / `new`: the target's SID is / is not in the history.
 - `target seen N..M`: the target's count among the training targets (popular items vs the tail).
 
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=0.75)
     ap.add_argument("--nu", type=float, default=0.0)
     ap.add_argument("--beams", type=int, default=32)
+    ap.add_argument("--split", choices=("valid", "test"), default="valid")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -62,7 +64,7 @@ def main() -> None:
 
     dataset = Dataset.load(args.data)
     codes, _ = load_sids(args.sids)
-    valid, train = dataset.splits["valid"], dataset.splits["train"]
+    valid, train = dataset.splits[args.split], dataset.splits["train"]  # `valid`: the rows measured
     tokenizer, sft = load_model_for_inference(args.sft)
     trie = build_trie(tokenizer, codes)
     sid_of_item = trie.sid_of_item(dataset.num_items)
@@ -94,12 +96,12 @@ def main() -> None:
 
     table = {g: {"rows": int(m.sum()), **{k: float(v[m].mean()) for k, v in per_row.items()}}
              for g, m in groups.items()}
-    print(f"valid NDCG@10 by row group ({time.time() - t0:.0f} s); in brackets: vs SFT")
+    print(f"{args.split} NDCG@10 by row group ({time.time() - t0:.0f} s); in brackets: vs SFT")
     for g, v in table.items():
         cells = "  ".join(f"{k} {x:.4f} ({x / max(v['sft'], 1e-12) - 1:+.1%})" for k, x in v.items()
                           if k not in ("rows", "sft"))
         print(f"{g:18s} {v['rows']:5d} rows  sft {v['sft']:.4f}  {cells}")
-    write_json(args.out, {"args": vars(args), "valid_ndcg10": table})
+    write_json(args.out, {"args": vars(args), f"{args.split}_ndcg10": table})
 
 
 if __name__ == "__main__":

@@ -342,6 +342,8 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
         run_rl(rl_config(prompts="after_train"), sft_dir, data, sids, out)  # rule needs a target
     with pytest.raises(SidrecError, match="extend_prompts"):
         run_rl(rl_config(extend_prompts=1), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="tilted needs beta > 0"):
+        run_rl(rl_config(loss="tilted", beta=0.0), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="add_target"):
         run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, add_target=True), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="larger than the catalogue"):
@@ -353,3 +355,43 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
     with pytest.raises(SidrecError, match="does not exist"):
         run_rl(rl_config(), tmp_path / "nope", data, sids, out)
     assert not (out / "checkpoints").exists()
+
+
+def test_tilted_advantages_by_hand():
+    from sidrec.train.rl import tilted_advantages
+
+    ref = torch.log(torch.tensor([0.5, 0.5, 0.8, 0.2]))
+    adv = torch.tensor([0.5, -0.5, 0.0, 0.0])
+    # group 1: q = softmax(log .5 + [.5, -.5]) = [.7311, .2689], p = [.5, .5]; group 2: no reward, q = ref = p
+    out = tilted_advantages(ref, ref, adv, 1.0, 2)
+    assert torch.allclose(out, torch.tensor([0.2311, -0.2311, 0.0, 0.0]), atol=1e-4)
+    # beta scales the tilt: beta 0.5 doubles the reward's log-odds, q = softmax([1, -1]) = [.8808, .1192]
+    assert torch.allclose(tilted_advantages(ref, ref, adv, 0.5, 2)[:2], torch.tensor([0.3808, -0.3808]), atol=1e-4)
+    # a policy already at the optimum gets no push; one past it is pulled back
+    at_optimum = ref + torch.tensor([0.5, -0.5, 0.0, 0.0])
+    assert torch.allclose(tilted_advantages(at_optimum, ref, adv, 1.0, 2), torch.zeros(4), atol=1e-6)
+    assert tilted_advantages(ref + torch.tensor([2.0, -2.0, 0, 0]), ref, adv, 1.0, 2)[0] < 0
+
+
+def test_tilted_loss_reaches_the_kl_optimum(weak_sft, tmp_path):
+    """With G = the whole 12-item catalogue, the optimum of E[popularity] - beta KL(pi || pi_ref) is pi_ref tilted by
+    exp(popularity / beta): per prompt, log pi - log pi_ref = popularity / beta + a constant. `loss: tilted` must
+    land near that slope (1 = the optimum, 0 = no move); a wrong sign or a missing ref term would miss it."""
+    from sidrec.data import Dataset
+
+    root, data, sids, sft_dir = weak_sft
+    ds = Dataset.load(data)
+    beta = 0.5
+    prior = torch.tensor(recent_popularity(ds.splits["train"]["target"], ds.num_items, 40), dtype=torch.float32)
+    cfg = rl_config(prompts="after_train", rewards={"popularity": 1.0}, popularity_window=40, sample_train=False,
+                    scale_rewards="none", beta=beta, loss="tilted", num_generations=12, train_batch_size=48,
+                    micro_batch_size=48, epochs=3, learning_rate=3e-3)
+    out = run_rl(cfg, sft_dir, data, sids, tmp_path / "rl")
+    shift = sid_log_shares(out, data, sids) - sid_log_shares(sft_dir, data, sids)
+    x = (prior / beta).expand_as(shift)
+    x, shift = x - x.mean(-1, keepdim=True), shift - shift.mean(-1, keepdim=True)
+    slope = float((x * shift).sum() / (x * x).sum())
+    assert 0.6 < slope < 1.4, slope
+    log = json.loads((tmp_path / "rl" / "train_log.json").read_text())
+    kl = [e["rl/kl_to_group_optimum"] for e in log if "rl/kl_to_group_optimum" in e]
+    assert kl[-1] < 0.5 * kl[0], kl  # the policy closes in on the group's optimum

@@ -112,6 +112,12 @@ class RlConfig(StageConfig):
     # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta),
     # the re-ranking bench/rl_fusion_bound.py measures.
     scale_rewards: Literal["group", "batch", "none"] = "group"
+    # grpo: TRL's GRPO loss (advantage-weighted log-likelihood + k3 KL to the SFT model with weight beta).
+    # tilted: the same trainer, with each completion's advantage replaced by G*C*(q - p): q = softmax over the group
+    # of log pi_ref + advantage / beta (the KL-regularised optimum, restricted to the group) and p = the policy's own
+    # softmax over the group. That is the gradient of the cross-entropy from q to the policy's group distribution, so
+    # it stops where the policy reaches the optimum instead of balancing against a per-sample KL estimate.
+    loss: Literal["grpo", "tilted"] = "grpo"
     max_grad_norm: float = 0.3
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"

@@ -6,6 +6,12 @@ constrained beam search, in beam order (unique, valid items), or G constrained s
 computed from the row the prompt came from; TRL turns them into advantages (centred within each group, and z-scored
 with `scale_rewards: group`) and adds the k3 KL to the frozen SFT model (weight `beta`).
 
+With `loss: tilted` the trainer is the same, but each advantage becomes q - p (see `tilted_advantages`): the group's
+KL-regularised optimum q = softmax(log pi_ref + A / beta) minus the policy's own distribution over the group. Why not
+only TRL's loss: on Industrial, GRPO with the same rewards learned the items' average rewards but ~10% of their
+per-history part (bench/rl_fit.py, docs/benchmarks.md "RL", session 6), and its test gain stayed at +2%; the tilted
+loss, whose push fades as each group nears its optimum, is measured in session 7.
+
 Why a small subclass of `GRPOTrainer`: TRL hands `rollout_func` only the prompt texts, and `add_target` needs each
 prompt's target. The subclass keeps the batch's rows on the trainer for the rollout; the rest is TRL's.
 
@@ -127,6 +133,20 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     return token_logp, entropy
 
 
+def tilted_advantages(policy_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, beta: float,
+                      group_size: int) -> torch.Tensor:
+    """(N,) advantages q - p for `rl.loss: tilted`, from (N,) sequence log-likelihoods and GRPO advantages.
+
+    In a group of G completions, the optimum of E[A] - beta * KL(pi || pi_ref) over distributions on the group is
+    q = softmax(log pi_ref(y) + A(y) / beta). The cross-entropy from q to the policy's distribution on the group,
+    p = softmax(log pi(y)), has gradient -sum_i (q_i - p_i) * grad log pi(y_i): GRPO's policy-gradient loss with
+    advantages q - p, which vanish where the policy has reached the optimum.
+    """
+    shape = (-1, group_size)
+    target = torch.softmax(ref_logp.view(shape) + advantages.view(shape) / beta, dim=-1)
+    return (target - torch.softmax(policy_logp.view(shape), dim=-1)).reshape(-1)
+
+
 def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=None,
                       item_prior: np.ndarray | None = None) -> list:
     first_item = trie.first_items()
@@ -226,6 +246,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     if cfg.prompts == "after_train" and (cfg.add_target or cfg.rows_per_user):
         raise SidrecError("add_target and rows_per_user apply to prompts: rows; after_train prompts have no target "
                           "and one history per user")
+    if cfg.loss == "tilted" and cfg.beta <= 0:
+        raise SidrecError("rl.loss: tilted needs beta > 0: the group's target is pi_ref * exp(advantage / beta)")
     if cfg.train_batch_size % cfg.num_generations or cfg.train_batch_size % cfg.micro_batch_size:
         raise SidrecError(f"train_batch_size={cfg.train_batch_size} must be a multiple of num_generations="
                           f"{cfg.num_generations} and of micro_batch_size={cfg.micro_batch_size}")
@@ -286,7 +308,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=accum, num_generations=cfg.num_generations,
         max_completion_length=response_len, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        beta=cfg.beta, loss_type="grpo", scale_rewards=cfg.scale_rewards, reward_weights=reward_weights,
+        beta=0.0 if cfg.loss == "tilted" else cfg.beta, loss_type="grpo", scale_rewards=cfg.scale_rewards,
+        reward_weights=reward_weights,
         max_grad_norm=cfg.max_grad_norm, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, disable_dropout=True,
         logging_steps=max(1, eval_every // 5), save_strategy="steps", save_steps=eval_every, save_total_limit=2,
@@ -295,10 +318,35 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
         log_completions=False, temperature=1.0, disable_tqdm=False,
     )
 
+    ref_model = None
+    if cfg.loss == "tilted":  # TRL runs with beta 0 (no k3 term, no reference of its own): the tilt holds the KL
+        ref_model = load_model_for_inference(model_dir, dtype="bf16" if cfg.bf16 else "fp32")[1]
+        ref_model.requires_grad_(False)
+
+    def sequence_logps(m, batch) -> torch.Tensor:
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        with torch.no_grad():
+            token_logp, _ = shared_prompt_logps(m, ids, mask, batch["completion_ids"].shape[1])
+        return (token_logp * batch["completion_mask"]).sum(-1)
+
     class GroupRolloutTrainer(GRPOTrainer):
         def _generate_and_score_completions(self, inputs):
             self.rollout_rows = inputs  # TRL gives rollout_func only the prompt texts
-            return super()._generate_and_score_completions(inputs)
+            batch = super()._generate_and_score_completions(inputs)
+            if cfg.loss == "tilted":
+                g, c = cfg.num_generations, batch["completion_ids"].shape[1]
+                ref_model.to(self.accelerator.device)
+                policy = sequence_logps(self.accelerator.unwrap_model(self.model), batch)
+                adv = tilted_advantages(policy, sequence_logps(ref_model, batch), batch["advantages"], cfg.beta, g)
+                # TRL's "grpo" loss averages over the C tokens and the G completions of a group: x G*C makes the
+                # loss the group cross-entropy itself, summed over the group, averaged over prompts
+                batch["advantages"] = adv * (g * c)
+                q = (adv.view(-1, g) + torch.softmax(policy.view(-1, g), -1)).clamp(min=1e-12)
+                p = torch.log_softmax(policy.view(-1, g), -1)
+                self._metrics["train"]["rl/kl_to_group_optimum"].append(
+                    float((q * (q.log() - p)).sum(-1).mean()))
+            return batch
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False,
