@@ -91,8 +91,7 @@ def main() -> None:
     rewards = torch.as_tensor(total, dtype=torch.float32)
     encoded = [tokenizer(fit_history("seqrec", h, codes, tokenizer, cutoff)[0], add_special_tokens=False)["input_ids"]
                for h in histories]
-    completion = torch.tensor([[int(trie.level_token_ids[lvl][c]) for lvl, c in enumerate(trie.sids[s])]
-                               + [tokenizer.eos_token_id] for s in range(trie.num_sids)])
+    completion = torch.as_tensor(trie.completion_tokens(tokenizer.eos_token_id))
 
     def group_logps(m, rows) -> torch.Tensor:
         """(len(rows) * G,) log-likelihood of each prompt's group under `m`."""

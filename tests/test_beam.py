@@ -74,6 +74,9 @@ def test_trie_maps_items_and_sids_both_ways():
     trie = SidTrie.build(codes, LEVEL_TOKENS)
     assert trie.first_items().tolist() == [0, 1, 3]
     assert trie.sid_of_item(5).tolist() == [0, 1, 0, 2, -1]  # item 4 is not in the trie
+    sids = ([0, 1, 2], [1, 0, 0], [2, 2, 1])
+    want = [[LEVEL_TOKENS[lvl][c] for lvl, c in enumerate(sid)] + [99] for sid in sids]
+    assert trie.completion_tokens(99).tolist() == want
 
 
 def test_narrow_beam_returns_unique_valid_sids():

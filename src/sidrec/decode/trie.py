@@ -87,6 +87,11 @@ class SidTrie:
             out[items] = s
         return out
 
+    def completion_tokens(self, eos_id: int) -> np.ndarray:
+        """(num_sids, L + 1) each SID's vocab ids, then `eos_id`: the completion a GRPO rollout writes for it."""
+        levels = [self.level_token_ids[lvl].cpu().numpy()[self.sids[:, lvl]] for lvl in range(self.sids.shape[1])]
+        return np.column_stack(levels + [np.full(len(self.sids), eos_id)]).astype(np.int64)
+
     def to(self, device) -> "SidTrie":
         return SidTrie([a.to(device) for a in self.allowed], [c.to(device) for c in self.child],
                        [t.to(device) for t in self.level_token_ids], self.sids, self.items_of_sid)

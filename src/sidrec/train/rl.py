@@ -47,7 +47,7 @@ class GroupRollout:
 
     def __init__(self, cfg: RlConfig, tokenizer, trie: SidTrie, sid_of_item: np.ndarray):
         self.cfg, self.tokenizer, self.trie, self.sid_of_item = cfg, tokenizer, trie, sid_of_item
-        self.eos = tokenizer.eos_token_id
+        self.completions = trie.completion_tokens(tokenizer.eos_token_id)  # (num_sids, L + 1)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def __call__(self, prompts: list[str], trainer) -> dict:
@@ -76,8 +76,7 @@ class GroupRollout:
             sid_index = sid_index.copy()
             sid_index[~in_group, -1] = target_sid[~in_group]
         flat = sid_index.reshape(-1)
-        token_tables = [t.tolist() for t in self.trie.level_token_ids]
-        completion_ids = [[token_tables[l][c] for l, c in enumerate(self.trie.sids[s])] + [self.eos] for s in flat]
+        completion_ids = self.completions[flat].tolist()
         return {"prompt_ids": [e for e in encoded for _ in range(g)], "completion_ids": completion_ids,
                 "logprobs": None, "sid": flat.tolist()}
 
