@@ -1,3 +1,4 @@
+import collections
 import json
 
 import numpy as np
@@ -290,6 +291,43 @@ def test_extended_histories_append_one_of_the_models_beams(weak_sft):
     assert (pairs[:, 0] != pairs[:, 1]).all()  # two different beams per user
     again = extended_histories(model, tokenizer, trie, codes, base, 2, 4, ds.max_history, 120, seed=0)
     assert more["history"].tolist() == again["history"].tolist()
+
+
+def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
+    """`loss: tilted` reads the policy's log-likelihoods from the rollout's beam scores instead of a second forward:
+    they must equal the SID tokens' log-probs in the prompt + completion forward the loss uses."""
+    from types import SimpleNamespace
+
+    from sidrec.evaluate.generative import build_trie
+    from sidrec.train.rl import GroupRollout
+
+    root, data, sids, sft_dir = weak_sft
+    codes, _ = load_sids(sids)
+    tokenizer, model = load_model_for_inference(sft_dir)
+    trie = build_trie(tokenizer, codes)
+    g = 4
+    heads = [fit_history("seqrec", h, codes, tokenizer, 120)[0] for h in ([0, 1, 2], [3], [4, 5])]
+    prompts = [p for p in heads for _ in range(g)]
+    trainer = SimpleNamespace(rollout_rows=[{"target": 0}] * len(prompts), accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+                              model=model, _metrics={"train": collections.defaultdict(list)})
+    rollout = GroupRollout(rl_config(num_generations=g), tokenizer, trie, trie.sid_of_item(len(codes)))
+    out = rollout(prompts, trainer)
+    assert rollout.sid_logp.shape == (len(prompts),)
+    width = max(len(p) for p in out["prompt_ids"])
+    c = len(out["completion_ids"][0])
+    ids = torch.full((len(prompts), width + c), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for r, (p, comp) in enumerate(zip(out["prompt_ids"], out["completion_ids"])):
+        ids[r, width - len(p):] = torch.tensor(p + comp)
+        mask[r, width - len(p):] = 1
+    with torch.no_grad():
+        token_logp, _ = shared_prompt_logps(model, ids, mask, c)
+    assert torch.allclose(rollout.sid_logp, token_logp[:, :codes.shape[1]].sum(-1), atol=1e-4)
+    assert (rollout.sid_logp.view(-1, g).diff(dim=-1) <= 1e-6).all()  # beam order: best first
+    rollout.cfg = rl_config(num_generations=g, add_target=True)
+    trainer.rollout_rows = trainer.rollout_rows[:g]
+    rollout([prompts[0]] * g, trainer)
+    assert rollout.sid_logp is None  # an injected target has no beam score: the loss runs the forward instead
 
 
 def test_scale_rewards_none_keeps_the_rewards_scale(weak_sft, tmp_path):
