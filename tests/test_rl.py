@@ -298,6 +298,7 @@ def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
     they must equal the SID tokens' log-probs in the prompt + completion forward the loss uses."""
     from types import SimpleNamespace
 
+    from sidrec.decode import left_pad
     from sidrec.evaluate.generative import build_trie
     from sidrec.train.rl import GroupRollout
 
@@ -313,13 +314,9 @@ def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
     rollout = GroupRollout(rl_config(num_generations=g), tokenizer, trie, trie.sid_of_item(len(codes)))
     out = rollout(prompts, trainer)
     assert rollout.sid_logp.shape == (len(prompts),)
-    width = max(len(p) for p in out["prompt_ids"])
     c = len(out["completion_ids"][0])
-    ids = torch.full((len(prompts), width + c), tokenizer.pad_token_id)
-    mask = torch.zeros_like(ids)
-    for r, (p, comp) in enumerate(zip(out["prompt_ids"], out["completion_ids"])):
-        ids[r, width - len(p):] = torch.tensor(p + comp)
-        mask[r, width - len(p):] = 1
+    ids, mask = left_pad([p + comp for p, comp in zip(out["prompt_ids"], out["completion_ids"])],
+                         tokenizer.pad_token_id)
     with torch.no_grad():
         token_logp, _ = shared_prompt_logps(model, ids, mask, c)
     assert torch.allclose(rollout.sid_logp, token_logp[:, :codes.shape[1]].sum(-1), atol=1e-4)
