@@ -4,7 +4,8 @@
 ~1.2 s/step at 1 thread on Industrial). This script draws every prompt's group once from the SFT model, computes the
 target q = softmax(log pi_ref + R / beta) once, and then only trains (0.55 s/step): the same loss, `tilted_advantages`,
 on groups that do not follow the policy. Use it to compare reward weights, prompt sets and learning rates; confirm
-the winner with `sidrec rl`.
+the winner with `sidrec rl`. One difference since session 8: here p and q are over the whole completion, the closing
+EOS included (the session-7 figures were made so); `sidrec rl` takes both over the SID tokens only.
 
 It also splits valid and test rows by whether the row's history is one of the RL prompts ("seen": with
 `prompts: after_train`, a user with no newer item has the same history at evaluation time) or not ("fresh"): what RL

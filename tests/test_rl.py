@@ -309,8 +309,9 @@ def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
     g = 4
     heads = [fit_history("seqrec", h, codes, tokenizer, 120)[0] for h in ([0, 1, 2], [3], [4, 5])]
     prompts = [p for p in heads for _ in range(g)]
-    trainer = SimpleNamespace(rollout_rows=[{"target": 0}] * len(prompts), accelerator=SimpleNamespace(unwrap_model=lambda m: m),
-                              model=model, _metrics={"train": collections.defaultdict(list)})
+    trainer = SimpleNamespace(rollout_rows=[{"target": 0}] * len(prompts), model=model,
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+                              _metrics={"train": collections.defaultdict(list)})
     rollout = GroupRollout(rl_config(num_generations=g), tokenizer, trie, trie.sid_of_item(len(codes)))
     out = rollout(prompts, trainer)
     assert rollout.sid_logp.shape == (len(prompts),)

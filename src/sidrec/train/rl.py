@@ -51,7 +51,7 @@ class GroupRollout:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # (N,) log-likelihood of each completion's SID under the policy that drew it, from the beam search's scores;
         # None where a completion was not a beam (sampled, or an injected target). `loss: tilted` reads it instead
-        # of running the policy over the batch once more (that forward was ~11% of a step, py-spy on Industrial).
+        # of running the policy over the batch once more (G 32 at 2 threads: 0.83x the step time; docs/benchmarks.md).
         self.sid_logp: torch.Tensor | None = None
 
     def __call__(self, prompts: list[str], trainer) -> dict:
