@@ -1,0 +1,49 @@
+"""How often does a model recommend what the user already has? Read from saved predictions, no model needed.
+
+For each `predictions.jsonl` (from `sidrec eval`): the share of top-10 items that are in the row's history, the
+share of rows whose target is in its history, HR@10 / NDCG@10 as saved, and the same with history items dropped
+from each ranking (what a hard "no repeats" filter would give).
+
+    .venv/bin/python bench/repeat_share.py --data runs/demo/dataset --split test \
+        runs/demo/eval/predictions.jsonl runs/at/T7G32/eval/predictions.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from sidrec.data import Dataset
+from sidrec.evaluate.metrics import hr_ndcg, target_ranks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("predictions", nargs="+", help="predictions.jsonl files of the same split")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="test")
+    args = ap.parse_args()
+
+    rows = Dataset.load(args.data).splits[args.split]
+    histories = [set(h) for h in rows["history"]]
+    print(f"{args.split}: {len(rows)} rows; target in its history: "
+          f"{np.mean([t in h for t, h in zip(rows['target'], histories)]):.1%}")
+    for path in args.predictions:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if len(records) != len(rows):
+            raise SystemExit(f"{path}: {len(records)} predictions for {len(rows)} {args.split} rows")
+        seen = [histories[r["row"]] for r in records]
+        repeats = np.mean([np.mean([i in h for i in r["predictions"][:10]]) for r, h in zip(records, seen)])
+        targets = [r["target"] for r in records]
+        kept = hr_ndcg(target_ranks([r["predictions"] for r in records], targets), ks=(10,))
+        dropped = hr_ndcg(target_ranks([[i for i in r["predictions"] if i not in h] for r, h in zip(records, seen)],
+                                       targets), ks=(10,))
+        print(f"{path}: top-10 items in the history {repeats:.1%}; HR@10 / NDCG@10 {kept['HR@10']:.4f} / "
+              f"{kept['NDCG@10']:.4f}; with history items dropped {dropped['HR@10']:.4f} / {dropped['NDCG@10']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
