@@ -1,27 +1,26 @@
 """How often does a model recommend what the user already has? Read from saved predictions, no model needed.
 
-For each `predictions.jsonl` (from `sidrec eval`): the share of top-10 items that are in the row's history, the
+For each evaluation folder (`sidrec eval --out`, its predictions.jsonl): the share of top-10 items that are in the row's history, the
 share of rows whose target is in its history, HR@10 / NDCG@10 as saved, and the same with history items dropped
 from each ranking (what a hard "no repeats" filter would give).
 
-    .venv/bin/python bench/repeat_share.py --data runs/demo/dataset --split test \
-        runs/demo/eval/predictions.jsonl runs/at/T7G32/eval/predictions.jsonl
+    .venv/bin/python bench/repeat_share.py --data runs/demo/dataset --split test runs/demo/eval runs/at/T7G32/eval
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 from sidrec.data import Dataset
+from sidrec.evaluate.harness import load_predictions
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("predictions", nargs="+", help="predictions.jsonl files of the same split")
+    ap.add_argument("evals", nargs="+", help="evaluation folders of the same split")
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="test")
     args = ap.parse_args()
@@ -30,9 +29,8 @@ def main() -> None:
     histories = [set(h) for h in rows["history"]]
     print(f"{args.split}: {len(rows)} rows; target in its history: "
           f"{np.mean([t in h for t, h in zip(rows['target'], histories)]):.1%}")
-    for path in args.predictions:
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+    for path in args.evals:
+        records = load_predictions(path)
         if len(records) != len(rows):
             raise SystemExit(f"{path}: {len(records)} predictions for {len(rows)} {args.split} rows")
         seen = [histories[r["row"]] for r in records]
