@@ -6,6 +6,8 @@ Row groups:
   first valid row), exactly an `rl.prompts: after_train` prompt, so an RL run on those prompts has trained on it
   (without its target).
 - `later`: every other row. Its history ends with items bought after the training period.
+- `later, train user` / `no train row`: `later` split by whether the user has any training row (see
+  bench/row_groups.py).
 - `repeat` / `new`: the target's SID is / is not in the history.
 - `target seen N..M`: the target's count among the training targets (popular items vs the tail).
 
@@ -27,7 +29,6 @@ import torch
 
 from sidrec.baselines.sasrec import load_scorer
 from sidrec.data import Dataset
-from sidrec.data.canonical import histories_after
 from sidrec.evaluate.generative import build_trie, load_model_for_inference, rank_histories
 from sidrec.evaluate.metrics import target_ranks
 from sidrec.io import write_json
@@ -35,6 +36,7 @@ from sidrec.sid.io import load_sids
 from sidrec.train.rewards import in_history
 
 from rl_fusion_bound import beam_logits, tilt  # bench/ is on sys.path when this script runs
+from row_groups import row_groups
 
 COUNT_BINS = ((0, 5), (5, 20), (20, None))
 
@@ -72,13 +74,10 @@ def main() -> None:
     histories = [list(h) for h in valid["history"]]
     targets = sid_of_item[np.asarray(valid["target"].tolist())]
 
-    end = histories_after(train, dataset.max_history)
-    ends = {(u, tuple(h)) for u, h in zip(end["user"], end["history"])}
-    after = np.array([(u, tuple(h)) in ends for u, h in zip(valid["user"], histories)])
     repeat = in_history(targets[:, None], histories, sid_of_item)[:, 0]
     seen = np.bincount(np.asarray(train["target"].tolist()), minlength=dataset.num_items)[valid["target"].to_numpy()]
-    groups = {"all": np.ones(len(valid), bool), "after_train": after, "later": ~after, "repeat": repeat,
-              "new": ~repeat}
+    groups = row_groups(dataset, args.split)
+    groups.update({"later": ~groups["after_train"], "repeat": repeat, "new": ~repeat})
     for lo, hi in COUNT_BINS:
         groups[f"target seen {lo}..{hi - 1 if hi else ''}"] = (seen >= lo) & (seen < (hi or np.inf))
 

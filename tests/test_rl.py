@@ -293,6 +293,28 @@ def test_extended_histories_append_one_of_the_models_beams(weak_sft):
     assert more["history"].tolist() == again["history"].tolist()
 
 
+def test_suffix_histories_cut_each_users_continued_histories():
+    """`suffix_prompts`: k short histories per user, each the last 1..max_len items of one of that user's histories."""
+    import pandas as pd
+
+    from sidrec.train.rl import suffix_histories
+
+    extended = pd.DataFrame({"user": [7, 7, 7, 3, 3, 5],
+                             "history": [[1, 2, 3, 4, 10], [1, 2, 3, 4, 11], [1, 2, 3, 4, 12], [8, 9, 20], [8, 9, 21],
+                                         [30]]})
+    short = suffix_histories(extended, 2, 3, seed=0)
+    assert short["user"].tolist() == [7, 7, 3, 3, 5]  # k per user, fewer when the user has fewer histories
+    assert sorted(short["history"].iloc[2:4].map(lambda h: h[-1])) == [20, 21]  # drawn without replacement
+    for user, h in zip(short["user"], short["history"]):
+        sources = [list(e) for e in extended.loc[extended["user"] == user, "history"]]
+        assert 1 <= len(h) <= 3 and any(e[-len(h):] == h for e in sources), (user, h)
+    lengths = {len(h) for seed in range(20) for h in suffix_histories(extended, 2, 3, seed)["history"]}
+    assert lengths == {1, 2, 3}  # every length up to max_len is drawn
+    assert suffix_histories(extended, 2, 3, seed=4)["history"].tolist() == \
+        suffix_histories(extended, 2, 3, seed=4)["history"].tolist()
+    assert suffix_histories(extended, 0, 3, seed=0).empty
+
+
 def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
     """`loss: tilted` reads the policy's log-likelihoods from the rollout's beam scores instead of a second forward:
     they must equal the SID tokens' log-probs in the prompt + completion forward the loss uses."""
@@ -378,6 +400,8 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
         run_rl(rl_config(prompts="after_train"), sft_dir, data, sids, out)  # rule needs a target
     with pytest.raises(SidrecError, match="extend_prompts"):
         run_rl(rl_config(extend_prompts=1), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="suffix_prompts"):
+        run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, suffix_prompts=1), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="tilted needs beta > 0"):
         run_rl(rl_config(loss="tilted", beta=0.0), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="add_target"):

@@ -197,6 +197,19 @@ def extended_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, promp
     return pd.DataFrame({"user": users, "history": extended})
 
 
+def suffix_histories(extended: pd.DataFrame, k: int, max_len: int, seed: int) -> pd.DataFrame:
+    """`k` short histories per user: the last L items (L uniform in 1..`max_len`, at most the history's length) of
+    `k` of the user's histories in `extended`, drawn without replacement (see `suffix_prompts`)."""
+    rng = np.random.default_rng(seed)
+    users, short = [], []
+    for user, rows in extended.groupby("user", sort=False).indices.items():
+        for r in rng.choice(rows, size=min(k, len(rows)), replace=False):
+            h = list(extended["history"].iloc[r])
+            short.append(h[-int(rng.integers(1, min(max_len, len(h)) + 1)):])
+            users.append(user)
+    return pd.DataFrame({"user": users, "history": short})
+
+
 def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
     """Positions of the training rows (or, for `after_train`, of the users' end-of-training histories) RL prompts
     with: each user's latest `rows_per_user` rows (all when None), then a seeded sample of `sample_size` of them when
@@ -251,6 +264,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     check_rewards(cfg.rewards, cfg.scorer, labelled=cfg.prompts == "rows")
     if cfg.extend_prompts and cfg.prompts != "after_train":
         raise SidrecError("extend_prompts continues the after_train histories; set rl.prompts: after_train")
+    if cfg.suffix_prompts and not cfg.extend_prompts:
+        raise SidrecError("suffix_prompts cuts the continued histories of extend_prompts; set rl.extend_prompts >= 1")
     if cfg.prompts == "after_train" and (cfg.add_target or cfg.rows_per_user):
         raise SidrecError("add_target and rows_per_user apply to prompts: rows; after_train prompts have no target "
                           "and one history per user")
@@ -287,7 +302,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
             more = extended_histories(model, tokenizer, trie, codes, prompt_df, cfg.extend_prompts,
                                       cfg.num_generations, dataset.max_history, cfg.cutoff_len - response_len,
                                       cfg.seed)
-            prompt_df = pd.concat([prompt_df, more], ignore_index=True)
+            short = suffix_histories(more, cfg.suffix_prompts, cfg.suffix_max, cfg.seed)
+            prompt_df = pd.concat([prompt_df, more, short], ignore_index=True)
         prompt_df = prompt_df.assign(target=-1)
     else:
         prompt_df = train_df
