@@ -9,30 +9,22 @@ from each ranking (what a hard "no repeats" filter would give).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from sidrec.data import Dataset
-from sidrec.evaluate.harness import load_predictions
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
+
+from row_groups import eval_folder_args, split_predictions  # bench/ is on sys.path when this script runs
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("evals", nargs="+", help="evaluation folders of the same split")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--split", default="test")
-    args = ap.parse_args()
-
+    args = eval_folder_args(__doc__, "evaluation folders of the same split")
     rows = Dataset.load(args.data).splits[args.split]
     histories = [set(h) for h in rows["history"]]
     print(f"{args.split}: {len(rows)} rows; target in its history: "
           f"{np.mean([t in h for t, h in zip(rows['target'], histories)]):.1%}")
     for path in args.evals:
-        records = load_predictions(path)
-        if len(records) != len(rows):
-            raise SystemExit(f"{path}: {len(records)} predictions for {len(rows)} {args.split} rows")
+        records = split_predictions(path, len(rows), args.split)
         seen = [histories[r["row"]] for r in records]
         repeats = np.mean([np.mean([i in h for i in r["predictions"][:10]]) for r, h in zip(records, seen)])
         targets = [r["target"] for r in records]

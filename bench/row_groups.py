@@ -33,20 +33,30 @@ def row_groups(dataset: Dataset, split: str) -> dict[str, np.ndarray]:
             "no train row": cold}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("evals", nargs="+", help="evaluation folders of the same split; the first is the reference")
+def eval_folder_args(doc: str, evals_help: str) -> argparse.Namespace:
+    """The command line of the scripts that read `sidrec eval` folders: the folders, `--data`, `--split`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("evals", nargs="+", help=evals_help)
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="test")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def split_predictions(path: str, num_rows: int, split: str) -> list[dict]:
+    """An evaluation folder's predictions in row order, one per row of the split, or an exit naming the mismatch."""
+    records = sorted(load_predictions(path), key=lambda r: r["row"])
+    if len(records) != num_rows:
+        raise SystemExit(f"{path}: {len(records)} predictions for {num_rows} {split} rows")
+    return records
+
+
+def main() -> None:
+    args = eval_folder_args(__doc__, "evaluation folders of the same split; the first is the reference")
     dataset = Dataset.load(args.data)
     groups = row_groups(dataset, args.split)
     metrics = {}
     for path in args.evals:
-        records = sorted(load_predictions(path), key=lambda r: r["row"])
-        if len(records) != len(groups["all"]):
-            raise SystemExit(f"{path}: {len(records)} predictions for {len(groups['all'])} {args.split} rows")
+        records = split_predictions(path, len(groups["all"]), args.split)
         ranks = np.asarray(target_ranks([r["predictions"] for r in records], [r["target"] for r in records]))
         metrics[path] = {g: hr_ndcg(ranks[m].tolist(), ks=(10,)) for g, m in groups.items()}
     ref = metrics[args.evals[0]]

@@ -201,10 +201,11 @@ def suffix_histories(extended: pd.DataFrame, k: int, max_len: int, seed: int) ->
     """`k` short histories per user: the last L items (L uniform in 1..`max_len`, at most the history's length) of
     `k` of the user's histories in `extended`, drawn without replacement (see `suffix_prompts`)."""
     rng = np.random.default_rng(seed)
+    histories = extended["history"].tolist()
     users, short = [], []
     for user, rows in extended.groupby("user", sort=False).indices.items():
         for r in rng.choice(rows, size=min(k, len(rows)), replace=False):
-            h = list(extended["history"].iloc[r])
+            h = list(histories[r])
             short.append(h[-int(rng.integers(1, min(max_len, len(h)) + 1)):])
             users.append(user)
     return pd.DataFrame({"user": users, "history": short})
