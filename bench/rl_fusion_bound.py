@@ -9,6 +9,8 @@ beta can be chosen from lam = 1 / beta and its gain compared with the ceiling of
 
 `--novelty NU --popularity P` add the other target-free rewards at fixed weights, NU * [SID not in history] +
 P * log(1 + count among the latest `--popularity-window` training targets), to every tilt (lam 0 included).
+`--collaborative-repeats ignore` z-scores the SASRec logits over the beams not in the history and gives those in it 0,
+as `rl.collaborative_repeats: ignore` does.
 
     .venv/bin/python bench/rl_fusion_bound.py --model runs/demo/sft/model --data runs/demo/dataset \
         --sids runs/demo/sid --scorer bench/out/sasrec_run1 --out bench/out/rl_fusion_bound.json
@@ -29,17 +31,18 @@ from sidrec.evaluate.generative import build_trie, load_model_for_inference, ran
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
-from sidrec.train.rewards import in_history, recent_popularity
+from sidrec.train.rewards import group_zscores, in_history, recent_popularity
 
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 25.0)
 
 
 def tilt(sid_index: np.ndarray, loglik: np.ndarray, logits: np.ndarray, group: int, lam: float,
-         bonus: np.ndarray | None = None) -> np.ndarray:
-    """Re-rank the first `group` beams of each row by loglik + lam * z(logits within those beams) + bonus."""
-    head_l, head_s = logits[:, :group], loglik[:, :group]
-    std = head_l.std(axis=1, keepdims=True)
-    z = (head_l - head_l.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8)
+         bonus: np.ndarray | None = None, keep: np.ndarray | None = None) -> np.ndarray:
+    """Re-rank the first `group` beams of each row by loglik + lam * z(logits within those beams) + bonus; with
+    `keep`, z is taken over the kept beams and is 0 for the others, as the `collaborative` reward's
+    `ignore_repeats` does."""
+    head_s = loglik[:, :group]
+    z = group_zscores(logits[:, :group], None if keep is None else keep[:, :group])
     extra = 0.0 if bonus is None else bonus[:, :group]
     order = np.argsort(-(head_s + lam * z + extra), axis=1, kind="stable")
     return np.concatenate([np.take_along_axis(sid_index[:, :group], order, 1), sid_index[:, group:]], axis=1)
@@ -62,6 +65,8 @@ def main() -> None:
     ap.add_argument("--novelty", type=float, default=0.0, help="weight of [SID not in the history]")
     ap.add_argument("--popularity", type=float, default=0.0, help="weight of the recent-popularity log count")
     ap.add_argument("--popularity-window", type=int, default=2000)
+    ap.add_argument("--collaborative-repeats", choices=("score", "ignore"), default="score",
+                    help="ignore: beams already in the history get z 0 (rl.collaborative_repeats)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -90,7 +95,9 @@ def main() -> None:
         table = {}
         for g in (int(x) for x in args.groups.split(",")):
             for lam in LAMBDAS:
-                m = hr_ndcg(target_ranks(tilt(sid_index, loglik, logits, g, lam, bonus).tolist(), targets), ks=(10,))
+                keep = novel if args.collaborative_repeats == "ignore" else None
+                ranked = tilt(sid_index, loglik, logits, g, lam, bonus, keep)
+                m = hr_ndcg(target_ranks(ranked.tolist(), targets), ks=(10,))
                 table[f"G={g} lam={lam}"] = {"G": g, "lam": lam, **m}
         per_split[split] = table
         print(f"{split}: {len(df)} rows, {time.time() - t0:.0f} s")
@@ -105,7 +112,8 @@ def main() -> None:
     write_json(args.out, {"args": vars(args), "picked_on_valid": best, "valid": per_split["valid"],
                           "test": per_split["test"]})
     extra = "".join(f" + {w:g}·{name}" for name, w in (("novelty", args.novelty), ("popularity", args.popularity)) if w)
-    plot(per_split, base, Path(args.out).with_suffix(".png"), f"SFT beams re-ranked by log π_ref + λ·z(SASRec){extra}")
+    z = "z(SASRec, repeats 0)" if args.collaborative_repeats == "ignore" else "z(SASRec)"
+    plot(per_split, base, Path(args.out).with_suffix(".png"), f"SFT beams re-ranked by log π_ref + λ·{z}{extra}")
 
 
 def plot(per_split: dict, base: tuple[float, float], path: Path, title: str) -> None:

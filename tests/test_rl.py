@@ -57,6 +57,25 @@ def test_collaborative_reward_is_z_scored_per_group():
     assert np.allclose(r[:3], [-1.2247449, 0, 1.2247449]) and np.allclose(r[3:], 0)
 
 
+def test_collaborative_reward_can_leave_repeats_to_novelty():
+    """`collaborative_repeats: ignore`: a completion already in the history gets 0, the others are z-scored among
+    themselves; with all repeats ignored the reward equals the plain one."""
+    class FakeScorer:
+        def score(self, histories, candidates):
+            return np.array([[9.0, 1.0, 3.0, 2.0], [4.0, 1.0, 3.0, 2.0]])
+
+    sid_of_item = np.arange(10)  # item i has SID i
+    # group 1: item 0 (logit 9, the top one) is in the history; group 2: no repeat
+    g = groups([[0, 0, 0]] * 8, [[0, 0, 0]] * 8, 4, items=[0, 1, 2, 3, 4, 5, 6, 7],
+               histories=[[0, 8]] * 4 + [[9]] * 4)
+    r = collaborative_reward(g, scorer=FakeScorer(), sid_of_item=sid_of_item, ignore_repeats=True)
+    assert np.allclose(r[:4], [0, -1.2247449, 1.2247449, 0])  # z over logits (1, 3, 2); the repeat gets 0
+    assert np.allclose(r[4:], collaborative_reward(g, scorer=FakeScorer())[4:])
+    assert collaborative_reward(g, scorer=FakeScorer())[0] > 1.5  # what `score` pays the repeat
+    with pytest.raises(SidrecError, match="SID"):
+        collaborative_reward(g, scorer=FakeScorer(), ignore_repeats=True)
+
+
 def test_collaborative_reward_routes_users_to_a_cross_fitted_scorer():
     class FoldScorer:
         needs_users = True
@@ -314,6 +333,21 @@ def test_suffix_histories_cut_each_users_continued_histories():
         suffix_histories(extended, 2, 3, seed=4)["history"].tolist()
     assert suffix_histories(extended, 0, 3, seed=0).empty
 
+    # suffix_depth 2: each picked history is continued once more before the cut, so a 1- or 2-item suffix is drawn
+    # items only; the cut lengths are those of depth 1 (same seed), the items are the continued history's last ones.
+    def continue_once(frame):
+        return frame.assign(history=[h + [100 + len(h)] for h in frame["history"]])
+
+    deep = suffix_histories(extended, 2, 3, seed=0, depth=2, continue_once=continue_once)
+    assert deep["user"].tolist() == short["user"].tolist()
+    assert [len(h) for h in deep["history"]] == [len(h) for h in short["history"]]
+    for h, s in zip(deep["history"], short["history"]):
+        assert h[-1] >= 100 and h[:-1] == s[1:]  # the new item at the end, the rest shifted by one
+    with pytest.raises(SidrecError, match="needs a model"):
+        suffix_histories(extended, 2, 3, seed=0, depth=2)
+    with pytest.raises(SidrecError, match="returned 0 rows"):
+        suffix_histories(extended, 2, 3, seed=0, depth=2, continue_once=lambda frame: frame.iloc[:0])
+
 
 def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
     """`loss: tilted` reads the policy's log-likelihoods from the rollout's beam scores instead of a second forward:
@@ -402,6 +436,11 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
         run_rl(rl_config(extend_prompts=1), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="suffix_prompts"):
         run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, suffix_prompts=1), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="collaborative_repeats"):
+        run_rl(rl_config(collaborative_repeats="ignore"), sft_dir, data, sids, out)
+    with pytest.raises(SidrecError, match="suffix_depth"):
+        run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, extend_prompts=1, suffix_depth=2), sft_dir,
+               data, sids, out)
     with pytest.raises(SidrecError, match="tilted needs beta > 0"):
         run_rl(rl_config(loss="tilted", beta=0.0), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="add_target"):

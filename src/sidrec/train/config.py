@@ -85,6 +85,13 @@ class RlConfig(StageConfig):
     # SASRec run folder(s) for the `collaborative` reward: one, a list (averaged), or {fold: folder(s)} of
     # cross-fitted runs (`sasrec.folds`), each scoring only the users it held out: use these on training rows
     scorer: str | list[str] | dict[int, str | list[str]] | None = None
+    # score: the `collaborative` reward is SASRec's z-score for every completion. ignore: completions already in the
+    # history get 0 and the others are z-scored among themselves, so repeats are left to the `novelty` reward. SASRec
+    # ranks the user's own items near the top (on Industrial, z ~ +1.4 within the SFT model's top 32 beams), so with
+    # `score` and weight 1.5 a repeat earns ~+2 against novelty's -1, although repeats fall over time (train 9.0%,
+    # test 2.8% of targets). Measured (docs/benchmarks.md, RL, session 11): `ignore` cut the repeats but lost NDCG@10
+    # on valid and test, so `score` stays the default.
+    collaborative_repeats: Literal["score", "ignore"] = "score"
     num_generations: int = Field(16, ge=2)
     rollout: Literal["beam", "sample"] = "beam"
     add_target: bool = False  # put the target in place of the last beam when a group misses it
@@ -107,6 +114,10 @@ class RlConfig(StageConfig):
     # end-of-training history looks like them; these suffixes do.
     suffix_prompts: int = Field(0, ge=0)
     suffix_max: int = Field(4, ge=1)
+    # Drawn items at the end of each suffix history before it is cut: 1 cuts the continued history as it is, 2
+    # continues it once more from the start model's beams, so a suffix of 1-2 items lies wholly after the training
+    # period, as the histories of users with no training row do. Measured (session 11): no gain over 1.
+    suffix_depth: int = Field(1, ge=1)
     popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
     train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
     micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward

@@ -13,6 +13,8 @@ other.
   group that misses the target still ranks "right first code" above "wrong first code".
 - `collaborative`: a trained SASRec's logit for the completion's item given the history, z-scored within the group.
   On training rows use cross-fitted SASRecs (`CrossFitScorer`): one trained on the same rows recalls their targets.
+  With `ignore_repeats` (`rl.collaborative_repeats: ignore`), completions already in the history get 0 and the z-score
+  is taken over the others: SASRec scores the user's own items high, which would outvote the `novelty` penalty.
 - `diversity`: 1 - (others in the group with the same first-level code) / (G - 1).
 - `novelty`: 1 if the completion's SID is not in the history, else 0. Repeats fall over time in the Amazon splits
   (9.0% of train targets are in their history, 5.2% of valid, 2.8% of test), and SFT learns the train rate.
@@ -75,7 +77,8 @@ def prefix_reward(g: Groups, **_) -> np.ndarray:
     return shared / g.pred_codes.shape[1]
 
 
-def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
+def collaborative_reward(g: Groups, scorer=None, sid_of_item: np.ndarray | None = None, ignore_repeats: bool = False,
+                         **_) -> np.ndarray:
     if scorer is None:
         raise SidrecError("the collaborative reward needs a SASRec scorer (rl.scorer: a `sidrec baseline sasrec` run)")
     heads = g.histories[:: g.group_size]
@@ -87,9 +90,19 @@ def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
     else:
         logits = scorer.score(heads, cands)
     logits = np.asarray(logits, dtype=np.float64)  # (groups, G)
-    std = logits.std(axis=1, keepdims=True)
-    z = np.where(std > 1e-8, (logits - logits.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8), 0.0)
-    return z.reshape(-1)
+    keep = ~g.grouped(repeats(g, sid_of_item)) if ignore_repeats else None
+    return group_zscores(logits, keep).reshape(-1)
+
+
+def group_zscores(logits: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Each row of (groups, G) `logits` z-scored; with a bool `keep`, over the kept entries only, the others 0."""
+    if keep is None:
+        std = logits.std(axis=1, keepdims=True)
+        return np.where(std > 1e-8, (logits - logits.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8), 0.0)
+    n = np.maximum(keep.sum(axis=1, keepdims=True), 1)
+    mean = np.where(keep, logits, 0.0).sum(axis=1, keepdims=True) / n
+    std = np.sqrt(np.where(keep, (logits - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n)
+    return np.where(keep & (std > 1e-8), (logits - mean) / np.maximum(std, 1e-8), 0.0)
 
 
 def in_history(sid_index: np.ndarray, histories: list[list[int]], sid_of_item: np.ndarray) -> np.ndarray:
@@ -98,10 +111,15 @@ def in_history(sid_index: np.ndarray, histories: list[list[int]], sid_of_item: n
     return np.array([[sid in s for sid in row] for s, row in zip(seen, np.asarray(sid_index).tolist())], dtype=bool)
 
 
-def novelty_reward(g: Groups, sid_of_item: np.ndarray | None = None, **_) -> np.ndarray:
+def repeats(g: Groups, sid_of_item: np.ndarray | None) -> np.ndarray:
+    """(N,) bool: whether each completion's SID is the SID of an item in its row's history."""
     if sid_of_item is None:
-        raise SidrecError("the novelty reward needs each item's SID to compare SID codes with the history")
-    return 1.0 - in_history(sid_of_item[g.pred_items][:, None], g.histories, sid_of_item)[:, 0]
+        raise SidrecError("telling repeats apart needs each item's SID to compare SID codes with the history")
+    return in_history(sid_of_item[g.pred_items][:, None], g.histories, sid_of_item)[:, 0]
+
+
+def novelty_reward(g: Groups, sid_of_item: np.ndarray | None = None, **_) -> np.ndarray:
+    return 1.0 - repeats(g, sid_of_item)
 
 
 def popularity_reward(g: Groups, item_prior: np.ndarray | None = None, **_) -> np.ndarray:

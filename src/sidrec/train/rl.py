@@ -168,8 +168,8 @@ def make_reward_funcs(cfg: RlConfig, trie: SidTrie, codes: np.ndarray, scorer=No
             groups = Groups(trie.sids[np.asarray(sid)], target_codes, first_item[np.asarray(sid)],
                             [list(h) for h in history], cfg.num_generations,
                             None if user is None else np.asarray(user))
-            return REWARD_FUNCTIONS[name](groups, scorer=scorer, sid_of_item=sid_of_item,
-                                          item_prior=item_prior).tolist()
+            return REWARD_FUNCTIONS[name](groups, scorer=scorer, sid_of_item=sid_of_item, item_prior=item_prior,
+                                          ignore_repeats=cfg.collaborative_repeats == "ignore").tolist()
 
         reward.__name__ = name  # TRL logs rewards/<name>/mean and /std
         return reward
@@ -197,18 +197,29 @@ def extended_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, promp
     return pd.DataFrame({"user": users, "history": extended})
 
 
-def suffix_histories(extended: pd.DataFrame, k: int, max_len: int, seed: int) -> pd.DataFrame:
+def suffix_histories(extended: pd.DataFrame, k: int, max_len: int, seed: int, depth: int = 1,
+                     continue_once=None) -> pd.DataFrame:
     """`k` short histories per user: the last L items (L uniform in 1..`max_len`, at most the history's length) of
-    `k` of the user's histories in `extended`, drawn without replacement (see `suffix_prompts`)."""
+    `k` of the user's histories in `extended`, drawn without replacement (see `suffix_prompts`). With `depth` > 1,
+    each drawn history is first continued `depth` - 1 times by `continue_once` (a frame of user/history rows in, the
+    same rows one item longer out), so its last `depth` items are all drawn (see `suffix_depth`)."""
+    if depth > 1 and continue_once is None:
+        raise SidrecError("suffix_depth > 1 needs a model to continue the histories with")
     rng = np.random.default_rng(seed)
     histories = extended["history"].tolist()
-    users, short = [], []
+    users, picked, lengths = [], [], []
     for user, rows in extended.groupby("user", sort=False).indices.items():
         for r in rng.choice(rows, size=min(k, len(rows)), replace=False):
             h = list(histories[r])
-            short.append(h[-int(rng.integers(1, min(max_len, len(h)) + 1)):])
+            picked.append(h)
+            lengths.append(int(rng.integers(1, min(max_len, len(h)) + 1)))
             users.append(user)
-    return pd.DataFrame({"user": users, "history": short})
+    frame = pd.DataFrame({"user": users, "history": picked})
+    for _ in range(depth - 1):
+        frame = continue_once(frame)
+        if len(frame) != len(lengths):
+            raise SidrecError(f"continuing the suffix histories returned {len(frame)} rows for {len(lengths)}")
+    return frame.assign(history=[h[-n:] for h, n in zip(frame["history"], lengths)])
 
 
 def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
@@ -267,6 +278,10 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
         raise SidrecError("extend_prompts continues the after_train histories; set rl.prompts: after_train")
     if cfg.suffix_prompts and not cfg.extend_prompts:
         raise SidrecError("suffix_prompts cuts the continued histories of extend_prompts; set rl.extend_prompts >= 1")
+    if cfg.collaborative_repeats == "ignore" and not cfg.rewards.get("collaborative"):
+        raise SidrecError("collaborative_repeats: ignore changes the collaborative reward, which has no weight here")
+    if cfg.suffix_depth > 1 and not cfg.suffix_prompts:
+        raise SidrecError("suffix_depth continues the suffix histories; set rl.suffix_prompts >= 1")
     if cfg.prompts == "after_train" and (cfg.add_target or cfg.rows_per_user):
         raise SidrecError("add_target and rows_per_user apply to prompts: rows; after_train prompts have no target "
                           "and one history per user")
@@ -303,7 +318,10 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
             more = extended_histories(model, tokenizer, trie, codes, prompt_df, cfg.extend_prompts,
                                       cfg.num_generations, dataset.max_history, cfg.cutoff_len - response_len,
                                       cfg.seed)
-            short = suffix_histories(more, cfg.suffix_prompts, cfg.suffix_max, cfg.seed)
+            short = suffix_histories(
+                more, cfg.suffix_prompts, cfg.suffix_max, cfg.seed, cfg.suffix_depth,
+                lambda frame: extended_histories(model, tokenizer, trie, codes, frame, 1, cfg.num_generations,
+                                                 dataset.max_history, cfg.cutoff_len - response_len, cfg.seed + 1))
             prompt_df = pd.concat([prompt_df, more, short], ignore_index=True)
         prompt_df = prompt_df.assign(target=-1)
     else:
