@@ -92,10 +92,10 @@ def main() -> None:
         logits = beam_logits(scorer, histories, sid_index, first_item)
         novel = ~in_history(sid_index, histories, sid_of_item)
         bonus = args.novelty * novel + args.popularity * prior[first_item[sid_index]]
+        keep = novel if args.collaborative_repeats == "ignore" else None
         table = {}
         for g in (int(x) for x in args.groups.split(",")):
             for lam in LAMBDAS:
-                keep = novel if args.collaborative_repeats == "ignore" else None
                 ranked = tilt(sid_index, loglik, logits, g, lam, bonus, keep)
                 m = hr_ndcg(target_ranks(ranked.tolist(), targets), ks=(10,))
                 table[f"G={g} lam={lam}"] = {"G": g, "lam": lam, **m}

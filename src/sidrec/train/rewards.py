@@ -97,8 +97,7 @@ def collaborative_reward(g: Groups, scorer=None, sid_of_item: np.ndarray | None 
 def group_zscores(logits: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """Each row of (groups, G) `logits` z-scored; with a bool `keep`, over the kept entries only, the others 0."""
     if keep is None:
-        std = logits.std(axis=1, keepdims=True)
-        return np.where(std > 1e-8, (logits - logits.mean(axis=1, keepdims=True)) / np.maximum(std, 1e-8), 0.0)
+        keep = np.ones(logits.shape, dtype=bool)
     n = np.maximum(keep.sum(axis=1, keepdims=True), 1)
     mean = np.where(keep, logits, 0.0).sum(axis=1, keepdims=True) / n
     std = np.sqrt(np.where(keep, (logits - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n)

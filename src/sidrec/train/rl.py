@@ -315,13 +315,13 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     if cfg.prompts == "after_train":
         prompt_df = histories_after(train_df, dataset.max_history)
         if cfg.extend_prompts:
-            more = extended_histories(model, tokenizer, trie, codes, prompt_df, cfg.extend_prompts,
-                                      cfg.num_generations, dataset.max_history, cfg.cutoff_len - response_len,
-                                      cfg.seed)
-            short = suffix_histories(
-                more, cfg.suffix_prompts, cfg.suffix_max, cfg.seed, cfg.suffix_depth,
-                lambda frame: extended_histories(model, tokenizer, trie, codes, frame, 1, cfg.num_generations,
-                                                 dataset.max_history, cfg.cutoff_len - response_len, cfg.seed + 1))
+            def continued(frame, k, seed):
+                return extended_histories(model, tokenizer, trie, codes, frame, k, cfg.num_generations,
+                                          dataset.max_history, cfg.cutoff_len - response_len, seed)
+
+            more = continued(prompt_df, cfg.extend_prompts, cfg.seed)
+            short = suffix_histories(more, cfg.suffix_prompts, cfg.suffix_max, cfg.seed, cfg.suffix_depth,
+                                     lambda frame: continued(frame, 1, cfg.seed + 1))
             prompt_df = pd.concat([prompt_df, more, short], ignore_index=True)
         prompt_df = prompt_df.assign(target=-1)
     else:
