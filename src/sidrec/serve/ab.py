@@ -163,6 +163,11 @@ class ImpressionLog:
             try:
                 self.conn.executemany("INSERT INTO impressions (ts, session, user_id, variant, history, k, items) "
                                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            except UnicodeEncodeError:  # a lone surrogate: the service refuses it first; other callers get told
+                self.conn.execute("ROLLBACK")
+                bad = [str(imp.user_id) for imp in impressions if not _encodable(str(imp.user_id))]
+                raise SidrecError(f"{self.path}: user_id {bad[0] if bad else '?'!r} is not valid Unicode text (a lone "
+                                  f"surrogate?); nothing of this batch was logged") from None
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
@@ -178,6 +183,14 @@ class ImpressionLog:
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def read_impressions(path: str | Path) -> list[dict]:

