@@ -88,3 +88,7 @@ def test_bench_script_calls_the_library(tmp_path):
                           str(tmp_path / "b"), "--k", "1", "--resamples", "200"], capture_output=True, text=True,
                          check=True).stdout
     assert "HR@1: 0.5000 -> 1.0000" in out and "95% paired bootstrap" in out
+    for name, sids in (("a", [["s1"], ["s0"], ["s0"], ["s4"]]), ("b", [["s1"], ["s2"], ["s9"], ["s4"]])):
+        write_evaluation(tmp_path / name, "test", [1, 2, 3, 4], [[1, 0], [0, 2], [0, 1], [4, 0]],
+                         row_extras=[{"target_sid": f"s{t}", "predicted_sids": p} for t, p in zip([1, 2, 3, 4], sids)])
+    assert load_ranks(tmp_path / "b", sid_match=True) == {0: ("s1", 0), 1: ("s2", 0), 2: ("s3", -1), 3: ("s4", 0)}

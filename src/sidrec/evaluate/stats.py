@@ -36,20 +36,22 @@ def row_scores(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return within.astype(np.float64), ndcg
 
 
-def load_ranks(path: str | Path) -> dict[int, tuple[int, int]]:
+def load_ranks(path: str | Path, sid_match: bool = False) -> dict[int, tuple]:
     """row -> (target, 0-based rank of the target, -1 when absent) of an evaluation's predictions.jsonl (a file or
-    its folder), exact items."""
+    its folder): exact items, or with `sid_match` the SID columns of a generative evaluation (target_sid,
+    predicted_sids: a hit when the SID matches, the paper's scoring)."""
     from sidrec.evaluate.harness import load_predictions
 
     path = Path(path)
     folder = path.parent if path.name == "predictions.jsonl" else path
+    target_key, preds_key = ("target_sid", "predicted_sids") if sid_match else ("target", "predictions")
     out = {}
     for n, r in enumerate(load_predictions(folder), 1):
-        if not isinstance(r, dict) or not {"row", "target", "predictions"} <= r.keys():
-            raise SidrecError(f"{folder / 'predictions.jsonl'}:{n}: expected an object with row, target and "
-                              f"predictions")
-        preds = r["predictions"]
-        out[int(r["row"])] = (r["target"], preds.index(r["target"]) if r["target"] in preds else -1)
+        if not isinstance(r, dict) or not {"row", target_key, preds_key} <= r.keys():
+            raise SidrecError(f"{folder / 'predictions.jsonl'}:{n}: expected an object with row, {target_key} and "
+                              f"{preds_key}")
+        preds, target = r[preds_key], r[target_key]
+        out[int(r["row"])] = (target, preds.index(target) if target in preds else -1)
     return out
 
 
