@@ -205,9 +205,11 @@ def test_identity_detects_another_dataset(world, tmp_path):
     # `sidrec optimize --data` refuses a report computed on another dataset, before writing anything
     from sidrec.optimize.strategies import optimize
 
-    optimize(world["out"], tmp_path / "ok.yaml", auto=True, data=world["data"])
+    base = tmp_path / "base.yaml"
+    base.write_text("sft: {epochs: 2}\n")
+    optimize(world["out"], tmp_path / "ok.yaml", auto=True, data=world["data"], base=base)
     with pytest.raises(SidrecError, match="another dataset"):
-        optimize(world["out"], tmp_path / "bad.yaml", auto=True, data=other)
+        optimize(world["out"], tmp_path / "bad.yaml", auto=True, data=other, base=base)
     assert not (tmp_path / "bad.yaml").exists()
 
 
