@@ -77,6 +77,8 @@ def test_lift_interval_by_hand():
     assert (lo, hi) == pytest.approx((11 * math.exp(-1.959964 * se), 11 * math.exp(1.959964 * se)))
     assert lo < 1 < hi < math.inf
     assert lift_interval(1, 0, 1, 5) is None
+    lo, hi = lift_interval(0, 10, 5, 10)  # none among failures: lift 0, the interval starts at 0
+    assert lo == 0 and hi == pytest.approx((0.5 / 11) / (5.5 / 11) * math.exp(1.959964 * se))
     big_lo, _ = lift_interval(4000, 10000, 1000, 10000)  # more rows, a tighter interval
     assert 3.7 < big_lo < 4
 

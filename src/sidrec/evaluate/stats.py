@@ -9,7 +9,7 @@ Identical runs give [0, 0]; a run scoring every row c higher gives [c, c].
 Lift interval (`lift_interval`): a lift is a ratio of two shares, (x1 / n1) / (x0 / n0) (rows with a pattern among
 the failures over that among the successes). Its 95 % interval is Katz's log interval,
 exp(log(lift) +- 1.96 * sqrt(1/x1 - 1/n1 + 1/x0 - 1/n0)); when x1 or x0 is 0, 0.5 is added to both counts and 1 to
-both totals (Haldane's correction), so the bound stays finite.
+both totals (Haldane's correction), so the bounds stay finite; with x1 = 0 (the lift is 0) the lower bound is 0.
 """
 
 from __future__ import annotations
@@ -110,8 +110,9 @@ def lift_interval(x1: int, n1: int, x0: int, n0: int, z: float = Z95) -> tuple[f
     """Katz 95 % interval of (x1 / n1) / (x0 / n0) (module doc); None when a total is 0."""
     if n1 <= 0 or n0 <= 0:
         return None
+    none_in_failures = x1 == 0
     if x1 == 0 or x0 == 0:
         x1, x0, n1, n0 = x1 + 0.5, x0 + 0.5, n1 + 1, n0 + 1
     log_lift = math.log((x1 / n1) / (x0 / n0))
     se = math.sqrt(max(1 / x1 - 1 / n1 + 1 / x0 - 1 / n0, 0.0))
-    return math.exp(log_lift - z * se), math.exp(log_lift + z * se)
+    return 0.0 if none_in_failures else math.exp(log_lift - z * se), math.exp(log_lift + z * se)
