@@ -1,54 +1,34 @@
-"""Paired bootstrap of HR@10 / NDCG@10 between two evaluations of the same split: B against A, row by row.
+"""Paired bootstrap of HR@K / NDCG@K between two evaluations of the same split: B against A, row by row.
 
-Rows are resampled with replacement (2,000 times by default, seeded); each resample gives B's mean over A's mean,
-and the 2.5/97.5 percentiles are the interval of the relative change. Both files must be `sidrec eval`
-predictions of the same rows.
+A thin caller of `sidrec.evaluate.stats` (exact-item scores from predictions.jsonl, rows resampled together, seeded;
+`--sid-match` scores by SID as earlier versions of this script did); `sidrec compare A B` reports the same intervals
+for HR/NDCG@5,10,20 beside the other figures.
 
-    .venv/bin/python bench/paired_bootstrap.py runs/demo/eval/predictions.jsonl runs/at/N4/eval/predictions.jsonl
+    .venv/bin/python bench/paired_bootstrap.py runs/demo/eval runs/at/N4/eval/predictions.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
-import numpy as np
-
-from sidrec.errors import SidrecError
-
-
-def per_row(path: str, k: int) -> dict[int, tuple[float, float]]:
-    """row -> (HR@k, NDCG@k) of one predictions.jsonl."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            r = json.loads(line)
-            top = r["predicted_sids"][:k]
-            rank = top.index(r["target_sid"]) if r["target_sid"] in top else -1
-            out[r["row"]] = (float(rank >= 0), 1.0 / np.log2(rank + 2) if rank >= 0 else 0.0)
-    return out
+from sidrec.evaluate.stats import compare_ranks, load_ranks, paired_ranks
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a")
+    ap.add_argument("a", help="evaluation folder or its predictions.jsonl (the reference)")
     ap.add_argument("b")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sid-match", action="store_true", help="score by SID match (target_sid / predicted_sids) "
+                                                             "instead of exact items")
     args = ap.parse_args()
-    a, b = per_row(args.a, args.k), per_row(args.b, args.k)
-    if a.keys() != b.keys():
-        raise SidrecError(f"{args.a} and {args.b} hold different rows ({len(a)} vs {len(b)}): not the same split")
-    rows = sorted(a)
-    x, y = np.array([a[r] for r in rows]), np.array([b[r] for r in rows])
-    rng = np.random.default_rng(args.seed)
-    picks = rng.integers(0, len(rows), (args.resamples, len(rows)))
-    for j, name in enumerate((f"HR@{args.k}", f"NDCG@{args.k}")):
-        ratio = y[picks, j].mean(1) / np.maximum(x[picks, j].mean(1), 1e-12) - 1
-        lo, hi = np.percentile(ratio, [2.5, 97.5])
-        print(f"{name}: {x[:, j].mean():.4f} -> {y[:, j].mean():.4f} ({y[:, j].mean() / x[:, j].mean() - 1:+.1%}), "
-              f"95% paired bootstrap [{lo:+.1%}, {hi:+.1%}]")
+    a, b = paired_ranks(load_ranks(args.a, args.sid_match), load_ranks(args.b, args.sid_match), (args.a, args.b))
+    for name, r in compare_ranks(a, b, [f"HR@{args.k}", f"NDCG@{args.k}"], args.resamples, args.seed).items():
+        rel = "" if r["rel"] is None else f" ({r['rel']:+.1%}, 95% [{r['rel_ci'][0]:+.1%}, {r['rel_ci'][1]:+.1%}])"
+        print(f"{name}: {r['a']:.4f} -> {r['b']:.4f}: {r['diff']:+.4f}, 95% paired bootstrap [{r['ci'][0]:+.4f}, "
+              f"{r['ci'][1]:+.4f}]{rel}")
 
 
 if __name__ == "__main__":

@@ -177,6 +177,11 @@ def test_analyze_hand_computed(world):
 
     ident = rep["dataset"]
     assert (ident["name"], ident["num_items"], ident["split"], ident["num_rows"]) == ("tiny", 6, "test", 5)
+    # lift interval (Katz): cold_start has 1 of 2 failures, 1 of 3 successes
+    se = np.sqrt(1 / 1 - 1 / 2 + 1 / 1 - 1 / 3)
+    assert p["cold_start"]["lift_ci95"] == pytest.approx([1.5 * np.exp(-1.959964 * se), 1.5 * np.exp(1.959964 * se)],
+                                                         rel=1e-5)
+    assert p["category_mismatch"]["category_level"] == 1  # 5 of 6 items have a second level
     assert ident == dataset_identity(Dataset.load(world["data"]), "test")
     assert rep["metrics"]["HR@1"] == pytest.approx(0.4)
 
@@ -200,9 +205,11 @@ def test_identity_detects_another_dataset(world, tmp_path):
     # `sidrec optimize --data` refuses a report computed on another dataset, before writing anything
     from sidrec.optimize.strategies import optimize
 
-    optimize(world["out"], tmp_path / "ok.yaml", auto=True, data=world["data"])
+    base = tmp_path / "base.yaml"
+    base.write_text("sft: {epochs: 2}\n")
+    optimize(world["out"], tmp_path / "ok.yaml", auto=True, data=world["data"], base=base)
     with pytest.raises(SidrecError, match="another dataset"):
-        optimize(world["out"], tmp_path / "bad.yaml", auto=True, data=other)
+        optimize(world["out"], tmp_path / "bad.yaml", auto=True, data=other, base=base)
     assert not (tmp_path / "bad.yaml").exists()
 
 
@@ -226,6 +233,31 @@ def test_category_falls_back_to_sid_then_unavailable(world, tmp_path, monkeypatc
     assert "sid_quality" not in rep
     assert (tmp_path / "none" / "visualizations" / "sid_quality.png").read_bytes().startswith(PNG)
     assert "unavailable" in (tmp_path / "none" / "visualizations" / "summary_report.txt").read_text()
+
+
+def test_single_level_categories_are_used(world, tmp_path, no_plots):
+    # the fixture's level-1 categories as the only level: the same flags (True, True, True, False, True) -> lift
+    # (2/2) / (2/3) = 1.5, computed on items.categories level 0 (not the SID fallback)
+    single = make_dataset(tmp_path / "single", categories=[["A"], ["A"], ["B"], ["B"], ["C"], []])
+    rep = run_analysis(world["eval"], single, tmp_path / "o", CFG)
+    mm = rep["patterns"]["category_mismatch"]
+    assert (mm["category_source"], mm["category_level"]) == ("items", 0)
+    assert (mm["failures"]["with_pattern"], mm["successes"]["with_pattern"]) == (2, 2)
+    assert mm["lift"] == pytest.approx(1.5)
+    text = (tmp_path / "o" / "visualizations" / "summary_report.txt")
+    assert not text.exists() or "items.categories level 0" in text.read_text()
+    from sidrec.analysis.plots import summary_text
+
+    assert "category source: items.categories level 0" in summary_text(rep)
+    # a level the items do not have is an error, not a silent switch to SID categories
+    with pytest.raises(SidrecError, match=r"analysis.category_level=1: items.categories has at most 1 level"):
+        run_analysis(world["eval"], single, tmp_path / "o2", CFG.model_copy(update={"category_level": 1}),
+                     sids=world["sids"])
+    # one category for every item says nothing: the SID codes are used, and the report says so
+    flat = make_dataset(tmp_path / "flat", categories=[["Root"]] * 6)
+    rep = run_analysis(world["eval"], flat, tmp_path / "o3", CFG, sids=world["sids"])
+    mm = rep["patterns"]["category_mismatch"]
+    assert (mm["category_source"], mm["category_level"], mm["sid_category_levels"]) == ("sid", None, 1)
 
 
 def test_items_categories_only_without_sids_use_category_similarity(world, tmp_path, no_plots):
@@ -304,7 +336,14 @@ def test_compare_deltas_and_outputs(world, tmp_path):
     ndcg = (1 + 0.5 + 1 + 1 / np.log2(3)) / 5
     assert cmp["metrics"]["a"]["HR@5"] == pytest.approx(0.8) and cmp["metrics"]["b"]["HR@5"] == pytest.approx(0.8)
     assert cmp["metrics"]["a"]["NDCG@5"] == pytest.approx(ndcg) and cmp["metrics"]["b"]["NDCG@5"] == pytest.approx(ndcg)
-    assert cmp["deltas"]["b"]["HR@10"] == {"abs": pytest.approx(0.0), "rel": pytest.approx(0.0)}
+    # same hit rows at 10: the paired bootstrap interval is exactly [0, 0]
+    assert cmp["deltas"]["b"]["HR@10"] == {"abs": pytest.approx(0.0), "rel": pytest.approx(0.0),
+                                           "ci95": [0.0, 0.0], "rel_ci95": [0.0, 0.0]}
+    # NDCG@5: per-row differences 0, +1/2, 0, -1/2, 0 -> a draw's mean is a multiple of 0.1 in [-0.5, 0.5];
+    # the 95% interval straddles 0
+    lo, hi = cmp["deltas"]["b"]["NDCG@5"]["ci95"]
+    assert -0.5 <= lo < 0 < hi <= 0.5 and 10 * lo == pytest.approx(round(10 * lo))
+    assert cmp["bootstrap"]["resamples"] == 2000 and cmp == run_compare([world["out"], run_b], names=["a", "b"])
     # failure rate at top_k 2: A fails rows 1, 2 (0.4); B fails rows 2, 3 (0.4)
     assert cmp["patterns"]["a"]["failure_rate"] == pytest.approx(0.4)
     assert cmp["patterns"]["b"]["failure_rate"] == pytest.approx(0.4)
@@ -318,6 +357,7 @@ def test_compare_deltas_and_outputs(world, tmp_path):
     assert saved["reference"] == "a" and [r["name"] for r in saved["runs"]] == ["a", "b"]
     md = (out / "compare.md").read_text()
     assert "| b | 5 |" in md and "(-25.0 pt)" in md and "Reference: **a**" in md
+    assert "0.8000 (+0.0000 [+0.0000, +0.0000], +0.0%)" in md and "95% paired bootstrap interval" in md
     assert (out / "compare.png").read_bytes().startswith(PNG)
     assert json.loads((out / "manifest.json").read_text())["stage"] == "compare"
 
@@ -329,10 +369,26 @@ def test_compare_relative_delta_and_inputs(world, tmp_path):
     assert name == "worse" and ref == world["root"].name  # "eval" folders are named after their parent
     # reference ranks 1,3,-,1,2; worse 3,3,-,1,2: HR@5 equal, NDCG@5 loses row 0's 1 - 1/2
     assert cmp["metrics"]["worse"]["HR@10"] == pytest.approx(0.8)
-    assert cmp["deltas"]["worse"]["HR@5"] == {"abs": pytest.approx(0.0), "rel": pytest.approx(0.0)}
+    assert cmp["deltas"]["worse"]["HR@5"] == {"abs": pytest.approx(0.0), "rel": pytest.approx(0.0),
+                                              "ci95": [0.0, 0.0], "rel_ci95": [0.0, 0.0]}
     a, b = (1 + 0.5 + 1 + 1 / np.log2(3)) / 5, (0.5 + 0.5 + 1 + 1 / np.log2(3)) / 5
-    assert cmp["deltas"]["worse"]["NDCG@5"] == {"abs": pytest.approx(b - a), "rel": pytest.approx((b - a) / a)}
+    d = cmp["deltas"]["worse"]["NDCG@5"]
+    assert (d["abs"], d["rel"]) == (pytest.approx(b - a), pytest.approx((b - a) / a))
+    # only row 0 differs (-1/2): a draw's difference is -1/2 x (row 0's draws) / 5, never above 0
+    lo, hi = d["ci95"]
+    assert lo < 0 and hi == 0.0 and lo >= -0.5
     assert "patterns" not in cmp  # no analysis beside either input
+    bare = tmp_path / "bare"  # a results.json without its predictions: figures, no interval, a warning
+    bare.mkdir()
+    (bare / "results.json").write_text((worse / "results.json").read_text())
+    cmp = run_compare([world["eval"], bare])
+    assert cmp["deltas"]["bare"]["NDCG@5"]["ci95"] is None and cmp["deltas"]["bare"]["NDCG@5"]["abs"] is not None
+    assert any("no predictions.jsonl for bare" in w for w in cmp["warnings"])
+    short = tmp_path / "short"  # other rows: not paired
+    write_evaluation(short, "test", [2, 4], [[2, 0, 1], [0, 1, 4]], num_items=6)
+    cmp = run_compare([world["eval"], short])
+    assert cmp["deltas"]["short"]["HR@10"]["ci95"] is None
+    assert any("different rows (5 vs 2)" in w for w in cmp["warnings"])
     r = run_compare([worse, worse])["deltas"]
     assert list(r) == ["worse#2"]
     with pytest.raises(SidrecError, match="--names has 1 name"):

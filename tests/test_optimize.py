@@ -52,9 +52,12 @@ def skewed_dataset() -> Dataset:
     return Dataset.from_frames(items, {"train": train, "valid": small(3), "test": small(4)}, meta={"name": "skew"})
 
 
-def pattern(rf, rs, lift, n=10, **kw):
-    return {"failures": {"rows": 100, "with_pattern": n, "rate": rf},
-            "successes": {"rows": 50, "with_pattern": 1, "rate": rs}, "lift": lift, "available": True, **kw}
+def pattern(rf, rs, lift, rows=(100, 50), **kw):
+    """A pattern as `sidrec analyze` writes it, without lift_ci95 (the interval is computed from the counts)."""
+    nf, ns = rows
+    return {"failures": {"rows": nf, "with_pattern": round(rf * nf), "rate": rf},
+            "successes": {"rows": ns, "with_pattern": round(rs * ns), "rate": rs}, "lift": lift, "available": True,
+            **kw}
 
 
 def report_obj(**patterns):
@@ -223,10 +226,10 @@ def test_auto_rules():
     picked = {c.name: c.reason for c in auto_select(rep)}
     # cold_start: lift < 1; recency_bias: not over 20 %; short_history: only in failures (lift None, infinite)
     assert list(picked) == ["long_tail", "short_history"]
-    assert "40.0% of failures" in picked["long_tail"] and "lift 4.00" in picked["long_tail"]
+    assert "40.0% of failures (40 rows)" in picked["long_tail"] and "lift 4.00" in picked["long_tail"]
+    # Katz: 40 of 100 vs 5 of 50 -> lift 4, lower bound 4 exp(-1.96 sqrt(1/40 - 1/100 + 1/5 - 1/50)) = 1.68
+    assert "95% CI 1.68-9.5" in picked["long_tail"]
 
-    rep = parse_report(report_obj(category_mismatch=pattern(0.3, 0.1, 3.0)))
-    assert [c.name for c in auto_select(rep)] == ["sid_quality"]
     for sid in ({"collided_items": 3}, {"per_level": [{"usage": 1.0, "entropy": 0.6}]},
                 {"before": {"collision_rate": 0.02}}):
         obj = report_obj()
@@ -237,12 +240,88 @@ def test_auto_rules():
     assert [c.name for c in choices] == ["hyperparameter"] and "fallback" in choices[0].reason
 
 
+def test_auto_needs_the_lift_to_clear_its_uncertainty():
+    def picks(**patterns):
+        return [c.name for c in auto_select(parse_report(report_obj(**patterns)))]
+
+    # lift 1.01 (101 of 200 failures vs 100 of 200 successes): the interval holds 1 -> nothing fires
+    assert picks(long_tail=pattern(0.505, 0.5, 1.01, rows=(200, 200))) == ["hyperparameter"]
+    # lift 1.01 even on 40,000 rows: the lower bound stays under 1.1
+    assert picks(long_tail=pattern(0.505, 0.5, 1.01, rows=(20000, 20000))) == ["hyperparameter"]
+    # a large lift on too few failing rows (20 < 30) does not fire either
+    assert picks(long_tail=pattern(0.5, 0.0, None, rows=(40, 1000))) == ["hyperparameter"]
+    # a clear pattern on many rows: 800 of 2000 failures vs 200 of 2000 successes, lift 4,
+    # se = sqrt(1/800 - 1/2000 + 1/200 - 1/2000) = 0.07246 -> 95% CI 4 exp(-+1.96 se) = 3.47-4.61
+    rep = parse_report(report_obj(long_tail=pattern(0.4, 0.1, 4.0, rows=(2000, 2000))))
+    assert rep.patterns["long_tail"].lift_ci == pytest.approx((3.4704, 4.6104), abs=1e-4)
+    assert [c.name for c in auto_select(rep)] == ["long_tail"]
+    # the report's own lift_ci95 is used when present
+    obj = report_obj(long_tail=pattern(0.4, 0.1, 4.0, rows=(2000, 2000)))
+    obj["patterns"]["long_tail"]["lift_ci95"] = [0.9, 9.0]
+    assert [c.name for c in auto_select(parse_report(obj))] == ["hyperparameter"]
+
+
+def test_sid_quality_does_not_fire_on_good_sids(tmp_path, files):
+    # a category_mismatch that clears the rule, on SIDs whose figures are fine (no collision, usage 1, entropy .98)
+    obj = report_obj(category_mismatch=pattern(0.5, 0.1, 5.0))
+    choices = auto_select(parse_report(obj))
+    assert [c.name for c in choices] == ["hyperparameter"]
+    # the same pattern on colliding SIDs: sid_quality, with both figures as its reason
+    obj["sid_quality"]["collided_items"] = 4
+    (choice,) = auto_select(parse_report(obj))
+    assert choice.name == "sid_quality" and "category_mismatch" in choice.reason and "4 collided" in choice.reason
+    # chosen by hand on fine SIDs already balanced: the reason says they are fine, and no level is added
+    r, b = files(report=report_obj(), base={**BASE, "sid": {**BASE["sid"], "method": "rqkmeans-constrained"}})
+    text, applied = optimize(r, tmp_path / "o.yaml", names=["sid_quality"], base=b)
+    assert "usage/entropy fine" in applied[0].reason and applied[0].changes == []
+    assert load_config(SidConfig, tmp_path / "o.yaml", section="sid").levels == 3
+
+
+def test_base_defaults_to_the_runs_own_config(tmp_path):
+    run_cfg = {**BASE, "sft": {**BASE["sft"], "learning_rate": 1.0e-3}, "rl": {"enabled": False, **BASE["rl"]},
+               "eval": {"beams": 20}, "analysis": {"top_k": 10}}
+    # a run ledger: the resolved config under "config"
+    run = tmp_path / "run"
+    (run / "analysis").mkdir(parents=True)
+    (run / "pipeline.json").write_text(json.dumps({"stages": {"eval": {"status": "done"}}, "config": run_cfg}))
+    (run / "analysis" / "badcase_report.json").write_text(json.dumps(report_obj()))
+    text, _ = optimize(run / "analysis", tmp_path / "o.yaml", names=["hyperparameter"])
+    assert f"base {run / 'pipeline.json'}" in text.splitlines()[0]
+    after = load_config(SftConfig, tmp_path / "o.yaml", section="sft")
+    assert (after.learning_rate, after.epochs, after.seed) == (5e-4, 12, 7)  # the run's 1e-3 halved
+    assert yaml.safe_load(text)["eval"] == {"beams": 20}
+    # a run's config.yaml with pipeline sections (no ledger)
+    run2 = tmp_path / "run2"
+    (run2 / "analysis").mkdir(parents=True)
+    (run2 / "config.yaml").write_text(yaml.safe_dump(run_cfg))
+    (run2 / "analysis" / "badcase_report.json").write_text(json.dumps(report_obj()))
+    text, _ = optimize(run2 / "analysis" / "badcase_report.json", tmp_path / "o2.yaml", names=["hyperparameter"])
+    assert f"base {run2 / 'config.yaml'}" in text and "learning_rate: 0.0005" in text
+    # --base may name the ledger or the run folder too
+    for base in (run / "pipeline.json", run):
+        text, _ = optimize(run2 / "analysis", tmp_path / "o3.yaml", names=["hyperparameter"], base=base)
+        assert "learning_rate: 0.0005" in text
+    # no base and no run config: an error that says what to give
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "badcase_report.json").write_text(json.dumps(report_obj()))
+    with pytest.raises(SidrecError, match="no --base given and no run config found.*give --base CONFIG"):
+        optimize(lone, tmp_path / "o4.yaml", auto=True)
+    res = CliRunner().invoke(app, ["optimize", "--report", str(run / "analysis"), "--out", str(tmp_path / "o5.yaml"),
+                                   "--auto"])
+    assert res.exit_code == 0, res.output
+    assert "pipeline.json" in res.output
+
+
 def test_flat_report_form():
     obj = {"failure_rate": 0.8, "sid_quality": None, "dataset": {},
-           "patterns": {"long_tail": {"rate_failures": 0.5, "rate_successes": 0.2, "lift": 2.5, "count_failures": 40}}}
+           "patterns": {"long_tail": {"rate_failures": 0.5, "rate_successes": 0.2, "lift": 2.5, "count_failures": 40,
+                                      "lift_ci95": [1.5, 4.0]}}}
     rep = parse_report(obj)
-    assert rep.patterns["long_tail"] == PatternStats("long_tail", 0.5, 0.2, 2.5, 40)
+    assert rep.patterns["long_tail"] == PatternStats("long_tail", 0.5, 0.2, 2.5, 40, True, (1.5, 4.0))
     assert rep.sid is None and [c.name for c in auto_select(rep)] == ["long_tail"]
+    del obj["patterns"]["long_tail"]["lift_ci95"]  # no interval and no counts to compute one: never fires
+    assert [c.name for c in auto_select(parse_report(obj))] == ["hyperparameter"]
     assert isinstance(rep, BadcaseReport) and SidStats(0, 0.0, 1.0, 1.0).problems() == []
 
 
@@ -256,6 +335,7 @@ def test_flat_report_form():
     (lambda r: r["patterns"]["long_tail"].update(lift="high"), "patterns.long_tail.lift: expected a number"),
     (lambda r: r["patterns"]["long_tail"]["failures"].update(rate=3), "share between 0 and 1"),
     (lambda r: r.update(sid_quality=[1]), "sid_quality: expected an object or null"),
+    (lambda r: r["patterns"]["long_tail"].update(lift_ci95=[1]), "patterns.long_tail.lift_ci95: expected [low, high]"),
 ])
 def test_report_missing_or_bad_keys(tmp_path, mutate, message):
     obj = report_obj()
@@ -293,14 +373,15 @@ def test_unknown_strategy_and_bad_base(tmp_path, files):
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def test_cli_auto_writes_a_loadable_config_with_a_header(tmp_path, files):
-    r, b = files(report=report_obj(long_tail=pattern(0.45, 0.15, 3.0, n=45)))
+    r, b = files(report=report_obj(long_tail=pattern(0.45, 0.15, 3.0)))
     out = tmp_path / "out" / "optimized.yaml"
     res = CliRunner().invoke(app, ["optimize", "--report", str(r), "--out", str(out), "--auto", "--base", str(b)])
     assert res.exit_code == 0, res.output
     text = out.read_text()
     header = [l for l in text.splitlines() if l.startswith("#")]
     assert "Strategies (chosen by --auto): long_tail" in text
-    assert any("long_tail in 45.0% of failures (45 rows) vs 15.0% of successes (lift 3.00)" in l for l in header)
+    assert any("long_tail in 45.0% of failures (45 rows) vs 15.0% of successes (lift 3.00, 95% CI" in l
+               for l in header)
     assert "#   sft.sampling.kind: uniform -> inverse_frequency" in header
     assert "#   rl.rewards.diversity: (unset) -> 0.1" in header
     assert load_config(SftConfig, out, section="sft").sampling.kind == "inverse_frequency"

@@ -231,34 +231,93 @@ class Pipeline:
 
 def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | None = None, until: str | None = None,
                  ask=None, iterate: int = 0) -> dict:
-    """The run, then `iterate` rounds of analyze -> `optimize --auto` -> retrain -> compare.
+    """The run, then `iterate` rounds of analyze -> `optimize --auto` -> retrain -> compare, judged on valid.
 
-    Round k lives in RUN_DIR/iterK: `optimized.yaml` (the previous round's config + the strategies the previous
-    round's bad-case report calls for), a full pipeline run on it, and `compare/` (previous round vs this one).
+    The rounds never look at test. Each round's model (the run's own too) is evaluated on the valid split with the
+    run's eval settings (`evaluate_generative(split="valid")`, into ROUND/valid/eval; the train logs hold only valid
+    losses, not ranking metrics) and analysed there (ROUND/valid/analysis). Round k starts from the best round so
+    far by valid NDCG@10: its config (`iterK/base.yaml`) plus the strategies its *valid* bad-case report calls for
+    (`iterK/optimized.yaml`); a full pipeline run on that config; `iterK/compare/` (test, vs the round it started
+    from). At the end the round with the best valid NDCG@10 is kept, and RUN_DIR/iterate/ holds compare_valid/ and
+    compare_test/ (every round vs the first run, with paired-bootstrap 95% intervals) and iterate.json; the same
+    comparison is printed. Test metrics are reported, never used to choose.
     """
     import yaml
+    from rich.table import Table
 
-    from sidrec.analysis import run_compare
+    from sidrec.analysis import run_analysis, run_compare
+    from sidrec.evaluate.generative import evaluate_generative
     from sidrec.io import write_text
     from sidrec.optimize.strategies import optimize
 
-    run_dir = Path(run_dir)
-    ledger = Pipeline(cfg, data, run_dir, ask=ask).run(start=start, until=until)
+    select = "NDCG@10"  # the valid metric that picks the round
     if iterate and until not in (None, "analyze"):
         raise SidrecError("--iterate needs the analyze stage: drop --until or set it to analyze")
-    previous, previous_cfg = run_dir, cfg
+    run_dir = Path(run_dir)
+    ledger = Pipeline(cfg, data, run_dir, ask=ask).run(start=start, until=until)
+    if not iterate:
+        return ledger
+
+    def on_valid(folder: Path, round_cfg: PipelineConfig, round_ledger: dict) -> dict:
+        """Evaluate and analyse the round's model on valid (skipped when newer than its test evaluation)."""
+        test_eval = Path(round_ledger["stages"]["eval"]["outputs"]["eval"])
+        dataset = Path(round_ledger["stages"]["data"]["outputs"]["dataset"])
+        tested = read_json(test_eval / "results.json")  # names the model and SIDs the eval stage used
+        ev, an = (test_eval, folder / "analysis") if round_cfg.eval.split == "valid" else (
+            folder / "valid" / "eval", folder / "valid" / "analysis")
+        fresh = lambda out, than: (out / "manifest.json").exists() and (  # noqa: E731
+            (out / "manifest.json").stat().st_mtime >= (than / "manifest.json").stat().st_mtime)
+        e = round_cfg.eval
+        if not fresh(ev, test_eval):
+            evaluate_generative(tested["model"], dataset, tested["sids"], ev, split="valid", beams=e.beams,
+                                batch_size=e.batch_size, cutoff_len=e.cutoff_len, dtype=e.dtype, max_rows=e.max_rows)
+        if not fresh(an, ev):
+            run_analysis(ev, dataset, an, cfg=round_cfg.analysis, sids=tested["sids"])
+        return {"name": folder.name, "folder": str(folder), "cfg": round_cfg, "dataset": dataset,
+                "valid_eval": ev, "test_eval": test_eval, "report": an / "badcase_report.json",
+                "valid": read_json(ev / "results.json")["metrics"], "test": tested["metrics"]}
+
+    rounds = [on_valid(run_dir, cfg, ledger)]
+    rounds[0]["started_from"] = None
+    best = rounds[0]
     for k in range(1, iterate + 1):
         here = run_dir / f"iter{k}"
         here.mkdir(parents=True, exist_ok=True)
         base = here / "base.yaml"
-        write_text(base, yaml.safe_dump(previous_cfg.model_dump(mode="json"), sort_keys=False))
-        optimize(previous / "analysis" / "badcase_report.json", here / "optimized.yaml", auto=True, base=base,
-                 data=Pipeline(previous_cfg, data, previous).dataset_dir())
+        write_text(base, yaml.safe_dump(best["cfg"].model_dump(mode="json"), sort_keys=False))
+        optimize(best["report"], here / "optimized.yaml", auto=True, base=base, data=best["dataset"])
         next_cfg = load_pipeline_config(here / "optimized.yaml")
-        console.rule(f"[bold]iteration {k}: {here / 'optimized.yaml'}")
-        Pipeline(next_cfg, data, here, ask=ask).run(start=start)
-        run_compare([previous, here], here / "compare", names=[previous.name, here.name])
-        previous, previous_cfg = here, next_cfg
+        console.rule(f"[bold]iteration {k}: {here / 'optimized.yaml'} (from {best['name']})")
+        round_ledger = Pipeline(next_cfg, data, here, ask=ask).run(start=start)
+        run_compare([Path(best["folder"]), here], here / "compare", names=[best["name"], here.name])
+        rounds.append(on_valid(here, next_cfg, round_ledger) | {"started_from": best["name"]})
+        if rounds[-1]["valid"][select] > best["valid"][select]:
+            best = rounds[-1]
+
+    names = [r["name"] for r in rounds]
+    cmps = {split: run_compare([r[f"{split}_eval"] for r in rounds], run_dir / "iterate" / f"compare_{split}",
+                               names=names) for split in ("valid", "test")}
+    t = Table(title=f"--iterate: each round on valid and test; deltas vs {names[0]} with 95% paired-bootstrap "
+                    f"intervals; kept = best valid {select}")
+    for col in ("round", "from", *(f"{sp} {m}" for sp in ("valid", "test") for m in ("HR@10", "NDCG@10")), "kept"):
+        t.add_column(col, justify="left" if col in ("round", "from") else "right")
+    for r in rounds:
+        cells = []
+        for sp in ("valid", "test"):
+            for m in ("HR@10", "NDCG@10"):
+                v = cmps[sp]["metrics"][r["name"]][m]
+                d = cmps[sp]["deltas"].get(r["name"], {}).get(m)
+                ci = d and d.get("ci95")
+                cells.append(f"{v:.4f}" if d is None else f"{v:.4f} {d['abs']:+.4f}" +
+                             (f"\n[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
+        t.add_row(r["name"], r["started_from"] or "-", *cells, "yes" if r is best else "")
+    console.print(t)
+    console.print(f"kept: {best['name']} (valid {select} {best['valid'][select]:.4f}); its run folder "
+                  f"{best['folder']}", highlight=False)
+    write_json(run_dir / "iterate" / "iterate.json", {
+        "selected_by": f"valid {select}", "kept": best["name"],
+        "rounds": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "cfg"} for r in rounds],
+        "deltas": {sp: cmps[sp]["deltas"] for sp in cmps}})
     return ledger
 
 

@@ -17,9 +17,13 @@ Patterns (thresholds in `AnalysisConfig`, YAML section `analysis:`):
   `short_history_max_len` items.
 - ``category_mismatch``: the target's category differs from the history's dominant category: the category held by
   the most history items, ties going to the one seen most recently. History items with no category are skipped;
-  None when the target or every history item has none. The category is the item table's `categories[category_level]`
-  when that column has any values (`category_source: items`); otherwise the first `sid_category_levels` SID codes
-  (`category_source: sid`, needs `--sids`). With neither, the pattern is reported unavailable.
+  None when the target or every history item has none. The category is the item table's `categories[level]`
+  (`category_source: items`) where `level` is `category_level` when set, else detected: 1 (the first level below
+  an Amazon-style root) when at least half of the items with categories have a second level, else 0 (categories of
+  a single level). A detected level whose known values are all one category says nothing and is not used; a set
+  level that no item has is an error. Otherwise the first `sid_category_levels` SID codes (`category_source: sid`,
+  needs `--sids`). With neither, the pattern is reported unavailable. The report records the level used
+  (`patterns.category_mismatch.category_level`).
 - ``recency_bias``: the top prediction is closer to the older history than to the most recent item. With a history
   h_1..h_n (oldest first, n >= 2) the *old part* is h_1..h_m with m = max(1, floor(n * recency_old_fraction)),
   capped at n - 1; the row has the pattern when max_{j<=m} sim(top, h_j) > sim(top, h_n) (strictly). sim is the SID
@@ -28,8 +32,8 @@ Patterns (thresholds in `AnalysisConfig`, YAML section `analysis:`):
   predictions.
 
 Per pattern the report gives its rate among failures and among successes (rows with the pattern / rows where it
-is decided), the lift (rate among failures / rate among successes; None when the latter is 0) and the failure rate
-with and without it.
+is decided), the lift (rate among failures / rate among successes; None when the latter is 0) with its 95 % interval
+(`lift_ci95`, Katz's log interval: `sidrec.evaluate.stats.lift_interval`), and the failure rate with and without it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from pydantic import Field
 from sidrec.config import StageConfig
 from sidrec.data.canonical import SPLITS, Dataset
 from sidrec.errors import SidrecError
+from sidrec.evaluate.stats import lift_interval
 from sidrec.io import read_json, write_json, write_jsonl, write_manifest, write_text
 
 PATTERNS = ("cold_start", "long_tail", "short_history", "category_mismatch", "recency_bias")
@@ -63,7 +68,7 @@ class AnalysisConfig(StageConfig):
     long_tail_percent: float = Field(20.0, gt=0, le=100)  # long_tail: least-popular share of items, in %
     short_history_max_len: int = Field(3, ge=0)  # short_history: history length <= this
     category_source: Literal["auto", "items", "sid"] = "auto"  # auto: items' categories if any, else SID
-    category_level: int = Field(1, ge=0)  # which entry of items.categories is the category (0 = the root)
+    category_level: int | None = Field(None, ge=0)  # entry of items.categories (0 = the root); None: detected
     sid_category_levels: int = Field(1, ge=1)  # leading SID codes that make the semantic category
     recency_old_fraction: float = Field(0.5, gt=0, lt=1)  # share of the history (oldest first) that is "old"
 
@@ -102,24 +107,42 @@ def long_tail_items(counts: np.ndarray, percent: float) -> tuple[np.ndarray, int
     return counts <= threshold, threshold
 
 
-def item_categories(ds: Dataset, cfg: AnalysisConfig, codes: np.ndarray | None) -> tuple[list | None, str, str]:
-    """(category per item or None, source used, why unavailable). Unknown categories are None."""
+def category_level(categories: Sequence, level: int | None) -> tuple[int | None, str]:
+    """The level of items.categories to use (module doc) and, when none, why."""
+    lists = [c for c in categories if c is not None and len(c) and c[0] not in (None, "")]
+    if not lists:
+        return None, "items.categories is empty"
+    depth = max(len(c) for c in lists)
+    if level is not None:
+        if level >= depth:
+            raise SidrecError(f"analysis.category_level={level}: items.categories has at most {depth} level(s) "
+                              f"(0..{depth - 1}); set analysis.category_level to one of those or leave it unset")
+        return level, ""
+    level = 1 if 2 * sum(len(c) > 1 for c in lists) >= len(lists) else 0
+    known = {c[level] for c in lists if len(c) > level and c[level] not in (None, "")}
+    if len(known) < 2:
+        return None, f"items.categories level {level} holds one category ({next(iter(known))!r}) for every item"
+    return level, ""
+
+
+def item_categories(ds: Dataset, cfg: AnalysisConfig, codes: np.ndarray | None
+                    ) -> tuple[list | None, str, str, int | None]:
+    """(category per item or None, source used, why unavailable, items level used). Unknown categories are None."""
     reason = ""
     if cfg.category_source in ("auto", "items") and "categories" in ds.items:
-        level = cfg.category_level
-        cats = [c[level] if c is not None and len(c) > level and c[level] not in (None, "") else None
-                for c in ds.items["categories"].tolist()]
-        if any(c is not None for c in cats):
-            return cats, "items", ""
-        reason = f"items.categories has no entry at level {level}"
+        raw = ds.items["categories"].tolist()
+        level, reason = category_level(raw, cfg.category_level)
+        if level is not None:
+            cats = [c[level] if c is not None and len(c) > level and c[level] not in (None, "") else None for c in raw]
+            return cats, "items", "", level
     elif cfg.category_source in ("auto", "items"):
         reason = "the items table has no categories column"
     if cfg.category_source == "items":
-        return None, "none", reason
+        return None, "none", reason, None
     if codes is not None:
         k = min(cfg.sid_category_levels, codes.shape[1])
-        return [tuple(int(x) for x in row[:k]) for row in codes], "sid", ""
-    return None, "none", "; ".join(r for r in (reason, "no SIDs given (--sids)") if r)
+        return [tuple(int(x) for x in row[:k]) for row in codes], "sid", "", None
+    return None, "none", "; ".join(r for r in (reason, "no SIDs given (--sids)") if r), None
 
 
 def dominant_category(history: Sequence[int], cats: Sequence) -> Any:
@@ -187,6 +210,9 @@ def pattern_stats(flags: Sequence[bool | None], failed: np.ndarray) -> dict:
     out["successes"]["rate"] = rate(out["successes"]["with_pattern"], out["successes"]["rows"])
     rf, rs = out["failures"]["rate"], out["successes"]["rate"]
     out["lift"] = rf / rs if rf is not None and rs else None
+    ci = lift_interval(out["failures"]["with_pattern"], out["failures"]["rows"], out["successes"]["with_pattern"],
+                       out["successes"]["rows"]) if out["rows_with_pattern"] else None
+    out["lift_ci95"] = [round(x, 6) for x in ci] if ci else None
     out["failure_rate_with"] = rate(int((f & failed).sum()), int(f.sum()))
     out["failure_rate_without"] = rate(int((known & ~f & failed).sum()), int((known & ~f).sum()))
     return out
@@ -301,7 +327,7 @@ def analyze_rows(rows: list[dict], ds: Dataset, split: str, cfg: AnalysisConfig,
     histories = df["history"].tolist()
     counts = ds.train_target_counts()
     tail, tail_threshold = long_tail_items(counts, cfg.long_tail_percent)
-    cats, cat_source, cat_reason = item_categories(ds, cfg, codes)
+    cats, cat_source, cat_reason, cat_level = item_categories(ds, cfg, codes)
     if codes is not None:
         sim, sim_name = (lambda a, b: sid_prefix_overlap(codes[a], codes[b])), "sid_prefix_overlap"
     elif cats is not None:
@@ -350,6 +376,9 @@ def analyze_rows(rows: list[dict], ds: Dataset, split: str, cfg: AnalysisConfig,
     patterns["long_tail"]["threshold_count"] = tail_threshold
     patterns["long_tail"]["tail_items_share"] = round(float(tail.mean()), 4)
     patterns["category_mismatch"]["category_source"] = cat_source
+    patterns["category_mismatch"]["category_level"] = cat_level
+    if cat_source == "sid":
+        patterns["category_mismatch"]["sid_category_levels"] = min(cfg.sid_category_levels, codes.shape[1])
     patterns["recency_bias"]["similarity"] = sim_name
 
     body = {
@@ -428,9 +457,10 @@ DEFINITIONS = {
                  "target",
     "short_history": "history length <= short_history_max_len",
     "category_mismatch": "target category != the history's most frequent category (ties: most recent); category = "
-                         "items.categories[category_level], else the first sid_category_levels SID codes",
+                         "items.categories[level] (category_level, else detected: 1 when most items have "
+                         "a second level, else 0), else the first sid_category_levels SID codes",
     "recency_bias": "history oldest first, n >= 2; old = first max(1, floor(n * recency_old_fraction)) items "
                     "(< n); max sim(top-1, old) > sim(top-1, most recent item); sim = SID prefix overlap, else "
                     "same category",
-    "lift": "rate among failures / rate among successes",
+    "lift": "rate among failures / rate among successes; lift_ci95: Katz 95 % log interval",
 }

@@ -4,6 +4,11 @@ Each input is a results.json, an evaluation folder (results.json), a run folder 
 analysis folder / badcase_report.json from `sidrec analyze`. An analysis is picked up when it is passed, or when a
 badcase_report.json sits in the input folder or its `analysis/` subfolder. The first input is the reference:
 deltas are absolute (x - ref) and relative ((x - ref) / ref, None when ref is 0).
+
+Each delta carries its 95 % paired-bootstrap interval (`ci95`, `rel_ci95`; `sidrec.evaluate.stats`): the rows of
+both runs' predictions.jsonl are resampled together (`resamples` draws, seeded), so an interval that holds 0 is a
+difference the test rows cannot tell from noise. The interval is None, with a warning, when a run has no
+predictions.jsonl beside its results.json or the two runs were not evaluated on the same rows.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Sequence
 
 from sidrec.analysis.badcase import PATTERNS, REPORT
 from sidrec.errors import SidrecError
+from sidrec.evaluate.stats import RESAMPLES, compare_ranks, load_ranks, paired_ranks
 from sidrec.io import atomic_path, read_json, write_json, write_manifest, write_text
 
 METRICS = tuple(f"{m}@{k}" for k in (5, 10, 20) for m in ("HR", "NDCG"))
@@ -73,8 +79,10 @@ def resolve_run(arg: str | Path) -> dict:
                    "split": report.get("dataset", {}).get("split")}
     if not isinstance(results.get("metrics"), dict):
         raise SidrecError(f"{results_path or report_path}: no 'metrics' mapping; is this a sidrec results.json?")
+    pred_path = results_path.parent / "predictions.jsonl" if results_path is not None else None
+    ranks = load_ranks(pred_path) if pred_path is not None and pred_path.is_file() else None
     return {"path": str(p), "results": results, "results_path": str(results_path) if results_path else None,
-            "report": report, "report_path": str(report_path) if report_path else None}
+            "report": report, "report_path": str(report_path) if report_path else None, "ranks": ranks}
 
 
 def _delta(x, ref) -> dict:
@@ -83,18 +91,47 @@ def _delta(x, ref) -> dict:
     return {"abs": x - ref, "rel": (x - ref) / ref if ref else None}
 
 
-def compare_runs(runs: list[dict], names: Sequence[str]) -> dict:
-    """The comparison as a dict (no I/O): metrics, deltas vs the first run, pattern figures and their deltas."""
+def _metric_delta(x, ref, boot: dict | None) -> dict:
+    return {**_delta(x, ref), "ci95": boot["ci"] if boot else None, "rel_ci95": boot["rel_ci"] if boot else None}
+
+
+def bootstrap_deltas(runs: list[dict], names: Sequence[str], resamples: int = RESAMPLES, seed: int = 0
+                     ) -> tuple[dict, list[str]]:
+    """Per run after the first: {metric: paired_bootstrap vs the first run} (None where not paired), warnings."""
+    out, warnings = {}, []
+    ref = runs[0].get("ranks")
+    for n, r in zip(names[1:], runs[1:]):
+        out[n] = None
+        if ref is None or r.get("ranks") is None:
+            miss = [x for x, rr in ((names[0], runs[0]), (n, r)) if rr.get("ranks") is None]
+            warnings.append(f"no predictions.jsonl for {', '.join(miss)}: no confidence interval for {n} vs "
+                            f"{names[0]}")
+            continue
+        try:
+            a, b = paired_ranks(ref, r["ranks"], (names[0], n))
+        except SidrecError as e:
+            warnings.append(f"{e}; no confidence interval for {n}")
+            continue
+        out[n] = compare_ranks(a, b, METRICS, resamples, seed)
+    return out, warnings
+
+
+def compare_runs(runs: list[dict], names: Sequence[str], resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """The comparison as a dict: metrics, deltas vs the first run with their paired-bootstrap intervals, pattern
+    figures and their deltas."""
     ref = names[0]
     metrics = {n: {m: r["results"]["metrics"].get(m) for m in METRICS} for n, r in zip(names, runs)}
+    boot, boot_warnings = bootstrap_deltas(runs, names, resamples, seed)
     out: dict = {
         "reference": ref,
         "runs": [{"name": n, "path": r["path"], "results": r["results_path"], "analysis": r["report_path"],
                   "num_samples": r["results"].get("num_samples"), "split": r["results"].get("split")}
                  for n, r in zip(names, runs)],
         "metrics": metrics,
-        "deltas": {n: {m: _delta(metrics[n][m], metrics[ref][m]) for m in METRICS} for n in names[1:]},
-        "warnings": [],
+        "deltas": {n: {m: _metric_delta(metrics[n][m], metrics[ref][m], (boot[n] or {}).get(m)) for m in METRICS}
+                   for n in names[1:]},
+        "bootstrap": {"level": 0.95, "resamples": resamples, "seed": seed, "method": "paired, rows resampled"},
+        "warnings": list(boot_warnings),
     }
     splits = {(r["results"].get("split"), r["results"].get("num_samples")) for r in runs}
     if len(splits) > 1:
@@ -145,6 +182,10 @@ def _rel(x) -> str:
     return "-" if x is None else f"{100 * x:+.1f}%"
 
 
+def _ci(ci) -> str:
+    return "[-]" if not ci else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -152,7 +193,8 @@ def _pct(x) -> str:
 def markdown(cmp: dict) -> str:
     names = list(cmp["metrics"])
     ref = cmp["reference"]
-    lines = ["# sidrec compare", "", f"Reference: **{ref}**. Deltas are vs the reference (absolute, relative).", "",
+    lines = ["# sidrec compare", "", f"Reference: **{ref}**. Deltas are vs the reference: absolute [95% paired "
+             f"bootstrap interval, {cmp['bootstrap']['resamples']} resamples], relative.", "",
              "| model | rows | " + " | ".join(METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
     for run, n in zip(cmp["runs"], names):
         cells = []
@@ -162,7 +204,7 @@ def markdown(cmp: dict) -> str:
                 cells.append(_f(v))
             else:
                 d = cmp["deltas"][n][m]
-                cells.append(f"{_f(v)} ({_f(d['abs'], '{:+.4f}')}, {_rel(d['rel'])})")
+                cells.append(f"{_f(v)} ({_f(d['abs'], '{:+.4f}')} {_ci(d.get('ci95'))}, {_rel(d['rel'])})")
         lines.append(f"| {n} | {run['num_samples'] if run['num_samples'] is not None else '-'} | "
                      + " | ".join(cells) + " |")
     if "patterns" in cmp:
@@ -196,7 +238,7 @@ def console_tables(cmp: dict):
 
     names = list(cmp["metrics"])
     ref = cmp["reference"]
-    t = Table(title=f"test metrics (exact items); deltas vs {ref}")
+    t = Table(title=f"metrics (exact items); deltas vs {ref}, with their 95% paired-bootstrap interval")
     t.add_column("model", no_wrap=True)
     t.add_column("rows", justify="right")
     for m in METRICS:
@@ -205,7 +247,9 @@ def console_tables(cmp: dict):
         cells = []
         for m in METRICS:
             v = cmp["metrics"][n][m]
-            cells.append(_f(v) if n == ref else f"{_f(v)}\n{_rel(cmp['deltas'][n][m]['rel'])}")
+            d = cmp["deltas"].get(n, {}).get(m, {})
+            cells.append(_f(v) if n == ref else f"{_f(v)}\n{_f(d.get('abs'), '{:+.4f}')} {_rel(d.get('rel'))}\n"
+                                                f"{_ci(d.get('ci95'))}")
         t.add_row(n, str(run["num_samples"]), *cells)
     tables = [t]
     if "patterns" in cmp:
@@ -268,7 +312,7 @@ def plot_compare(cmp: dict, path: Path) -> None:
 
 
 def run_compare(inputs: Sequence[str | Path], out: str | Path | None = None,
-                names: Sequence[str] | None = None) -> dict:
+                names: Sequence[str] | None = None, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """Resolve the inputs, compare them and (with `out`) write compare.json, compare.md, compare.png, manifest."""
     if not inputs:
         raise SidrecError("compare needs at least one results.json / evaluation / run / analysis folder")
@@ -285,7 +329,7 @@ def run_compare(inputs: Sequence[str | Path], out: str | Path | None = None,
     for n in names:
         seen[n] = seen.get(n, 0) + 1
         unique.append(n if seen[n] == 1 and names.count(n) == 1 else f"{n}#{seen[n]}")
-    cmp = compare_runs(runs, unique)
+    cmp = compare_runs(runs, unique, resamples, seed)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -293,6 +337,7 @@ def run_compare(inputs: Sequence[str | Path], out: str | Path | None = None,
         write_json(out / "compare.json", cmp)
         write_text(out / "compare.md", markdown(cmp))
         plot_compare(cmp, out / "compare.png")
-        write_manifest(out, "compare", config={"inputs": [str(a) for a in inputs], "names": unique},
+        write_manifest(out, "compare", config={"inputs": [str(a) for a in inputs], "names": unique,
+                                               "resamples": resamples, "seed": seed},
                        inputs={n: r["results_path"] or r["report_path"] for n, r in zip(unique, runs)})
     return cmp

@@ -256,6 +256,21 @@ def write_plots(report: dict, folder: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------- text
+def lift_ci_text(p: dict) -> str:
+    ci = p.get("lift_ci95")
+    return "" if not ci else f"95% CI {ci[0]:.2f}-{ci[1]:.2f}"
+
+
+def category_text(p: dict) -> str:
+    """Where category_mismatch's categories came from: 'items level 0', 'sid (first 1 code(s))' or 'none'."""
+    src = p.get("category_source")
+    if src == "items" and p.get("category_level") is not None:
+        return f"items.categories level {p['category_level']}"
+    if src == "sid" and p.get("sid_category_levels"):
+        return f"sid (first {p['sid_category_levels']} code(s))"
+    return str(src)
+
+
 def summary_text(report: dict) -> str:
     ds = report["dataset"]
     lines = [
@@ -272,7 +287,7 @@ def summary_text(report: dict) -> str:
         f"failure rate {_pct(report['failure_rate'])}",
         "",
         f"{'pattern':<18} {'rows':>6} {'in fails':>16} {'in successes':>16} {'lift':>6} {'P(fail|pat)':>11} "
-        f"{'P(fail|not)':>11}",
+        f"{'P(fail|not)':>11}  lift interval",
     ]
     for name, p in report["patterns"].items():
         if not p["available"]:
@@ -282,12 +297,12 @@ def summary_text(report: dict) -> str:
         lift = "n/a" if p["lift"] is None else f"{p['lift']:.2f}"
         lines.append(f"{name:<18} {p['rows_with_pattern']:>6} {_pct(f['rate']):>7} {f['with_pattern']:>8} "
                      f"{_pct(s['rate']):>7} {s['with_pattern']:>8} {lift:>6} {_pct(p['failure_rate_with']):>11} "
-                     f"{_pct(p['failure_rate_without']):>11}")
+                     f"{_pct(p['failure_rate_without']):>11}  {lift_ci_text(p)}")
     pl = report["patterns"]
     lines += ["",
               f"long_tail threshold: train count <= {pl['long_tail'].get('threshold_count')} "
               f"({_pct(pl['long_tail'].get('tail_items_share'))} of items)",
-              f"category source: {pl['category_mismatch'].get('category_source')}; recency similarity: "
+              f"category source: {category_text(pl['category_mismatch'])}; recency similarity: "
               f"{pl['recency_bias'].get('similarity')}",
               "", "rank distribution (1-based rank of the target):"]
     for lab, rows, hit in rank_buckets(report["rank_distribution"], report["top_k"]):

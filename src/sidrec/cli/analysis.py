@@ -39,20 +39,26 @@ def analyze_cmd(
 def _print_report(report: dict, out: Path) -> None:
     from rich.table import Table
 
+    from sidrec.analysis.plots import category_text
+
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
 
     t = Table(title=f"bad cases: {report['failures']}/{report['num_rows']} rows miss the top {report['top_k']} "
                     f"({pct(report['failure_rate'])})")
-    for col in ("pattern", "rows", "in failures", "in successes", "lift", "P(fail|pattern)"):
+    for col in ("pattern", "rows", "in failures", "in successes", "lift", "lift 95% CI", "P(fail|pattern)"):
         t.add_column(col, justify="left" if col == "pattern" else "right")
     for name, p in report["patterns"].items():
         if not p["available"]:
-            t.add_row(name, "-", "unavailable", "", "", p.get("reason", ""))
+            t.add_row(name, "-", "unavailable", "", "", "", p.get("reason", ""))
             continue
+        ci = p.get("lift_ci95")
         t.add_row(name, str(p["rows_with_pattern"]), pct(p["failures"]["rate"]), pct(p["successes"]["rate"]),
-                  "-" if p["lift"] is None else f"{p['lift']:.2f}", pct(p["failure_rate_with"]))
+                  "-" if p["lift"] is None else f"{p['lift']:.2f}", "-" if not ci else f"{ci[0]:.2f}-{ci[1]:.2f}",
+                  pct(p["failure_rate_with"]))
     console.print(t)
+    console.print(f"category_mismatch categories: {category_text(report['patterns']['category_mismatch'])}",
+                  highlight=False)
     console.print(f"outputs in {out} (report: badcase_report.json, plots: visualizations/)", highlight=False)
 
 
@@ -62,11 +68,14 @@ def compare_cmd(
                                                 "is the reference."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for compare.json, compare.md, compare.png."),
     names: Optional[str] = typer.Option(None, "--names", help="Comma-separated display names, one per input."),
+    resamples: int = typer.Option(2000, "--resamples", min=100, help="Paired-bootstrap resamples per interval."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
 ) -> None:
-    """Compare runs: HR/NDCG@5,10,20 with deltas vs the first, and failure-pattern rates where analyses exist."""
+    """Compare runs: HR/NDCG@5,10,20 with deltas vs the first and their 95% paired-bootstrap intervals, and
+    failure-pattern rates where analyses exist."""
     from sidrec.analysis.compare import console_tables, run_compare
 
-    cmp = run_compare(runs, out, names.split(",") if names is not None else None)
+    cmp = run_compare(runs, out, names.split(",") if names is not None else None, resamples=resamples, seed=seed)
     for table in console_tables(cmp):
         console.print(table)
     for w in cmp["warnings"]:

@@ -18,13 +18,17 @@ def _ask(report, suggested) -> list[str]:
     from sidrec.optimize.strategies import REGISTRY, check_names
 
     t = Table(title=f"{report.source}: failure rate {report.failure_rate:.1%}")
-    for col in ("pattern", "% of failures", "% of successes", "lift", "meets --auto rule"):
+    for col in ("pattern", "% of failures", "failing rows", "% of successes", "lift", "lift 95% CI",
+                "meets --auto rule"):
         t.add_column(col, justify="right" if col != "pattern" else "left")
     for p in report.patterns.values():
         lift = p.effective_lift
         t.add_row(p.name, "n/a" if p.rate_failures is None else f"{p.rate_failures:.1%}",
+                  "n/a" if p.count_failures is None else str(p.count_failures),
                   "n/a" if p.rate_successes is None else f"{p.rate_successes:.1%}",
-                  "n/a" if lift is None else f"{lift:.2f}", "yes" if p.triggers() else "")
+                  "n/a" if lift is None else f"{lift:.2f}",
+                  "n/a" if p.lift_ci is None else f"{p.lift_ci[0]:.2f}-{p.lift_ci[1]:.2f}",
+                  "yes" if p.triggers() else "")
     console.print(t)
     if report.sid is not None:
         console.print(report.sid.describe() + ("; " + "; ".join(report.sid.problems()) if report.sid.problems()
@@ -52,7 +56,9 @@ def optimize_cmd(
     strategy: Optional[List[str]] = typer.Option(
         None, "--strategy", help="long_tail | cold_start | short_history | recency_bias | sid_quality | "
                                  "hyperparameter; repeat or comma-separate."),
-    base: Optional[Path] = typer.Option(None, "--base", help="Run config to start from, e.g. configs/cpu.yaml."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Run config to start from: a YAML, a run's pipeline.json "
+                                                             "or run folder. Default: the config of the run the "
+                                                             "report was computed on."),
     data: Optional[Path] = typer.Option(None, "--data", help="Check that the report was computed on this dataset."),
 ):
     """Turn a bad-case report into config overrides (sections sft / rl / sid) merged into a base config.
@@ -60,7 +66,8 @@ def optimize_cmd(
     Without --auto or --strategy, shows the report's patterns and asks which strategies to apply."""
     from sidrec.optimize.strategies import optimize
 
-    _, applied = optimize(report, out, names=strategy, auto=auto, base=base, choose=_ask, data=data)
+    text, applied = optimize(report, out, names=strategy, auto=auto, base=base, choose=_ask, data=data)
+    console.print(text.splitlines()[0].lstrip("# "), highlight=False, soft_wrap=True)
     t = Table(title=f"{out}")
     for col in ("strategy", "setting", "before", "after"):
         t.add_column(col)

@@ -9,14 +9,28 @@ code honours:
 | `cold_start` | `sft.tasks.title2sid` and `sft.tasks.sid2title` doubled (at least 2.0) | the alignment tasks cover every catalogue item, also those never or seldom a target (`build_examples` task weights) |
 | `short_history` | `sft.augment.short_history: k` (k = the report's `short_history_max_len`, else 3) | every seqrec row with more than k items is added again with only its last k |
 | `recency_bias` | `sft.augment.drop_old_fraction: f` (f = the report's `recency_old_fraction`, else 0.5) | every seqrec row is added again without its old part, so the target is learnt from the recent items alone (the pattern: the top prediction follows the old part of the history) |
-| `sid_quality` | `sid.method: rqkmeans-constrained` (balanced codes); `sid.levels` + 1 when SIDs collide or the method is already the balanced one | `sidrec sid build --config`; SFT then trains on the new SIDs |
+| `sid_quality` | `sid.method: rqkmeans-constrained` (balanced codes); `sid.levels` + 1 when SIDs collide | `sidrec sid build --config`; SFT then trains on the new SIDs |
 | `hyperparameter` | `sft.learning_rate` x 0.5, `sft.epochs` x 1.5 | HF `TrainingArguments` (`train.sft.training_arguments`) |
 
-`--auto` rules (`auto_select`): a pattern found in more than 20 % of the failures with lift > 1 (over-represented
-among failures; a lift of None with a zero success rate counts as infinite) selects its strategy;
-`category_mismatch` selects `sid_quality` (the coarse SID levels are what groups items into categories for the
-model); `sid_quality` is also selected when the report's SIDs collide or their first level has a normalised code
-entropy below 0.9 or uses under half its codebook; `hyperparameter` is the fallback when nothing else is selected.
+`--auto` rules (`auto_select`). A pattern selects its strategy when the report shows it clears its own uncertainty:
+
+- it is in more than 20 % of the failures (`MIN_FAILURE_SHARE`),
+- in at least 30 failing rows (`MIN_COUNT`), and
+- the lower end of the 95 % interval of its lift is above 1.1 (`MIN_LIFT_LOW`): the pattern is over-represented
+  among failures by at least 10 % even at the pessimistic end. The interval is the report's `lift_ci95` (Katz's log
+  interval of a ratio of two shares, `sidrec.evaluate.stats.lift_interval`), or computed from the report's counts;
+  a pattern with neither never triggers.
+
+A lift of 1.01 on a few hundred rows has an interval around 1 and selects nothing. `sid_quality` is selected only
+when the report's SID-quality figures show a problem: SIDs collide, or the first level has a normalised code entropy
+below 0.9 or uses under half its codebook; a `category_mismatch` that clears the rule is then quoted as supporting
+evidence (the coarse SID levels group items into categories for the model), but on SIDs whose figures are fine it
+selects nothing. `hyperparameter` is the fallback when nothing else is selected.
+
+The base config (`--base`) is what the strategies change. Without it, the config the evaluated run used: the
+`config` of the run's ledger `pipeline.json`, or its `config.yaml`, in the run folder holding the report's analysis
+(RUN/analysis/badcase_report.json) or its evaluation (RUN/eval). `--base` accepts a run config YAML, such a ledger,
+or a run folder.
 """
 
 from __future__ import annotations
@@ -33,14 +47,16 @@ from pydantic import BaseModel, ValidationError
 
 from sidrec.config import deep_merge, read_yaml
 from sidrec.errors import SidrecError
+from sidrec.evaluate.stats import lift_interval
 from sidrec.io import read_json
 
 STRATEGIES = ("long_tail", "cold_start", "short_history", "recency_bias", "sid_quality", "hyperparameter")
 PATTERNS = ("cold_start", "long_tail", "short_history", "category_mismatch", "recency_bias")
 
 # --auto thresholds
-MIN_FAILURE_SHARE = 0.20  # a pattern must be in more than this share of the failures ...
-MIN_LIFT = 1.0  # ... and over-represented among them (rate among failures / rate among successes)
+MIN_FAILURE_SHARE = 0.20  # a pattern must be in more than this share of the failures,
+MIN_COUNT = 30  # in at least this many failing rows,
+MIN_LIFT_LOW = 1.1  # and the lower 95 % bound of its lift (rate among failures / among successes) above this
 MIN_FIRST_LEVEL_ENTROPY = 0.9  # normalised entropy of the first SID level's code sizes
 MIN_FIRST_LEVEL_USAGE = 0.5  # share of the first level's codebook in use
 PATTERN_STRATEGY = {"long_tail": "long_tail", "cold_start": "cold_start", "short_history": "short_history",
@@ -66,6 +82,7 @@ class PatternStats:
     lift: float | None  # rate_failures / rate_successes
     count_failures: int | None = None
     available: bool = True
+    lift_ci: tuple[float, float] | None = None  # 95 % interval of the lift
 
     @property
     def effective_lift(self) -> float | None:
@@ -76,19 +93,21 @@ class PatternStats:
         return None
 
     def triggers(self) -> bool:
-        lift = self.effective_lift
+        """The --auto rule (module doc): share, count and the lift's lower bound all clear their thresholds."""
         return (self.available and self.rate_failures is not None and self.rate_failures > MIN_FAILURE_SHARE
-                and lift is not None and lift > MIN_LIFT)
+                and self.count_failures is not None and self.count_failures >= MIN_COUNT
+                and self.lift_ci is not None and self.lift_ci[0] > MIN_LIFT_LOW)
 
     def describe(self) -> str:
         if not self.available:
             return f"{self.name}: not available in the report"
         lift = self.effective_lift
         lift_s = "n/a" if lift is None else ("inf" if math.isinf(lift) else f"{lift:.2f}")
+        ci = "no interval" if self.lift_ci is None else f"95% CI {self.lift_ci[0]:.2f}-{self.lift_ci[1]:.2f}"
         succ = "n/a" if self.rate_successes is None else f"{self.rate_successes:.1%}"
         fail = "n/a" if self.rate_failures is None else f"{self.rate_failures:.1%}"
         count = f" ({self.count_failures} rows)" if self.count_failures is not None else ""
-        return f"{self.name} in {fail} of failures{count} vs {succ} of successes (lift {lift_s})"
+        return f"{self.name} in {fail} of failures{count} vs {succ} of successes (lift {lift_s}, {ci})"
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,7 @@ class BadcaseReport:
     failures: int | None = None
     num_rows: int | None = None
     top_k: int | None = None
+    eval: str | None = None  # the evaluation folder the report analysed
 
 
 def _number(value: Any, where: str, integer: bool = False, optional: bool = True):
@@ -152,6 +172,7 @@ def _parse_pattern(name: str, p: Any, where: str) -> PatternStats:
     if not isinstance(p, dict):
         raise SidrecError(f"{where}: expected an object with rate_failures, rate_successes and lift")
     available = p.get("available", True) is not False
+    ci = None
     if isinstance(p.get("failures"), dict):  # `sidrec analyze`: failures/successes {rows, with_pattern, rate}
         fails = p["failures"]
         succ = _require(p, "successes", where)
@@ -160,6 +181,10 @@ def _parse_pattern(name: str, p: Any, where: str) -> PatternStats:
         rf = _number(_require(fails, "rate", f"{where}.failures"), f"{where}.failures.rate")
         rs = _number(_require(succ, "rate", f"{where}.successes"), f"{where}.successes.rate")
         count = _number(fails.get("with_pattern"), f"{where}.failures.with_pattern", integer=True)
+        counts = [_number(d.get(k), f"{where}.{side}.{k}", integer=True)
+                  for side, d in (("failures", fails), ("successes", succ)) for k in ("with_pattern", "rows")]
+        if "lift_ci95" not in p and None not in counts:  # a report written before lift_ci95 existed
+            ci = lift_interval(*counts)
     else:
         hint = " (or 'failures': {rate, with_pattern})" if "rate_successes" not in p else ""
         rf = _number(_require(p, "rate_failures", where, hint), f"{where}.rate_failures")
@@ -169,7 +194,13 @@ def _parse_pattern(name: str, p: Any, where: str) -> PatternStats:
     for key, v in (("rate_failures", rf), ("rate_successes", rs)):
         if v is not None and not 0.0 <= v <= 1.0:
             raise SidrecError(f"{where}: {key} must be a share between 0 and 1, got {v}")
-    return PatternStats(name, rf, rs, lift, count, available)
+    raw = p.get("lift_ci95")
+    if raw is not None:
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise SidrecError(f"{where}.lift_ci95: expected [low, high] or null, got {raw!r}")
+        ci = (_number(raw[0], f"{where}.lift_ci95[0]", optional=False),
+              _number(raw[1], f"{where}.lift_ci95[1]", optional=False))
+    return PatternStats(name, rf, rs, lift, count, available, ci)
 
 
 def sid_stats(q: Any, where: str = "sid_quality") -> SidStats | None:
@@ -211,7 +242,8 @@ def parse_report(obj: Any, source: str = "report") -> BadcaseReport:
         sid=sid_stats(obj.get("sid_quality"), f"{source}: sid_quality"), dataset=dataset, settings=settings,
         failures=_number(obj.get("failures"), f"{source}: failures", integer=True),
         num_rows=_number(obj.get("num_rows"), f"{source}: num_rows", integer=True),
-        top_k=_number(obj.get("top_k"), f"{source}: top_k", integer=True))
+        top_k=_number(obj.get("top_k"), f"{source}: top_k", integer=True),
+        eval=obj.get("eval") if isinstance(obj.get("eval"), str) else None)
 
 
 def read_report(path: str | Path) -> BadcaseReport:
@@ -224,6 +256,44 @@ def read_report(path: str | Path) -> BadcaseReport:
 
 
 # ---------------------------------------------------------------------------------------------------- base config
+RUN_CONFIGS = ("pipeline.json", "config.yaml")  # in a run folder: the ledger (its "config"), the run's config
+
+
+def run_config_file(folder: Path) -> Path | None:
+    """The run config in `folder`: pipeline.json when it records the resolved config, else config.yaml."""
+    for name in RUN_CONFIGS:
+        path = folder / name
+        if path.is_file() and (name != "pipeline.json" or isinstance(read_json(path).get("config"), dict)):
+            return path
+    return None
+
+
+def find_run_config(report: BadcaseReport) -> Path | None:
+    """The config of the run the report was computed on (module doc), or None."""
+    here = Path(report.source).parent
+    folders = [here.parent, here] + ([Path(report.eval).parent] if report.eval else [])
+    for folder in folders:
+        found = run_config_file(folder)
+        if found is not None:
+            return found
+    return None
+
+
+def read_base(path: str | Path) -> dict:
+    """A base config: a run config YAML, a run ledger (pipeline.json: its "config"), or a run folder with either."""
+    path = Path(path)
+    if path.is_dir():
+        found = run_config_file(path)
+        if found is None:
+            raise SidrecError(f"{path}: no {' or '.join(RUN_CONFIGS)} with a run config in this folder; give --base "
+                              f"a run config YAML")
+        path = found
+    data = read_yaml(path)
+    if isinstance(data.get("config"), dict):  # a ledger, or a config file that wraps its sections
+        data = data["config"]
+    return data
+
+
 def section_models() -> dict[str, type[BaseModel] | None]:
     """Config sections a run YAML may hold and the model validating each (None: free-form, checked by its stage).
     The pipeline's sections when `sidrec.pipeline` is there (its `rl` adds `enabled`), plus `sasrec`."""
@@ -304,8 +374,7 @@ def _recency_bias(cfg: Sections, report: BadcaseReport | None) -> dict:
 def _sid_quality(cfg: Sections, report: BadcaseReport | None) -> dict:
     sid = cfg["sid"]
     out: dict = {"method": BALANCED_METHOD}
-    collides = bool(report and report.sid and report.sid.collides)
-    if (collides or sid.method == BALANCED_METHOD) and sid.levels < 26:
+    if report and report.sid and report.sid.collides and sid.levels < 26:
         out["levels"] = sid.levels + 1
     return {"sid": out}
 
@@ -328,7 +397,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("cold_start", "double the title2sid / sid2title alignment task weights", _cold_start),
     Strategy("short_history", "add short-history copies (last k items) of seqrec rows", _short_history),
     Strategy("recency_bias", "add recent-only copies (old part dropped) of seqrec rows", _recency_bias),
-    Strategy("sid_quality", "balanced RQ-KMeans SIDs, one more level when SIDs collide or already balanced",
+    Strategy("sid_quality", "balanced RQ-KMeans SIDs, one more level when SIDs collide",
              _sid_quality),
     Strategy("hyperparameter", "halve the SFT learning rate, 1.5x the epochs", _hyperparameter),
 )}
@@ -357,6 +426,10 @@ class Choice:
     reason: str
 
 
+RULE = (f"> {MIN_FAILURE_SHARE:.0%} of failures, >= {MIN_COUNT} failing rows, lift 95% lower bound > "
+        f"{MIN_LIFT_LOW:g}")
+
+
 def evidence(name: str, report: BadcaseReport) -> list[str]:
     """The report's figures behind strategy `name`, each saying whether it meets the --auto rule."""
     out = []
@@ -364,8 +437,7 @@ def evidence(name: str, report: BadcaseReport) -> list[str]:
         if strategy == name and pattern in report.patterns:
             p = report.patterns[pattern]
             rule = "meets" if p.triggers() else "below"
-            out.append(p.describe() if not p.available else
-                       f"{p.describe()}: {rule} the rule (> {MIN_FAILURE_SHARE:.0%} of failures, lift > {MIN_LIFT:g})")
+            out.append(p.describe() if not p.available else f"{p.describe()}: {rule} the rule ({RULE})")
     if name == "sid_quality" and report.sid is not None:
         problems = report.sid.problems()
         out.append("; ".join(problems) if problems else report.sid.describe() + ": no collision, usage/entropy fine")
@@ -375,16 +447,16 @@ def evidence(name: str, report: BadcaseReport) -> list[str]:
 def auto_select(report: BadcaseReport) -> list[Choice]:
     """Strategies chosen by the documented rules (module doc), in STRATEGIES order; `hyperparameter` if none."""
     reasons: dict[str, list[str]] = {}
+    sid_problems = report.sid.problems() if report.sid is not None else []
     for pattern, strategy in PATTERN_STRATEGY.items():
         p = report.patterns.get(pattern)
-        if p is not None and p.triggers():
-            reasons.setdefault(strategy, []).append(
-                f"{p.describe()} > {MIN_FAILURE_SHARE:.0%} of failures with lift > {MIN_LIFT:g}")
-    if report.sid is not None and report.sid.problems():
-        reasons.setdefault("sid_quality", []).extend(report.sid.problems())
+        if p is not None and p.triggers() and (strategy != "sid_quality" or sid_problems):
+            reasons.setdefault(strategy, []).append(f"{p.describe()}: meets the rule ({RULE})")
+    if sid_problems:
+        reasons.setdefault("sid_quality", []).extend(sid_problems)
     if not reasons:
-        reasons["hyperparameter"] = [f"fallback: no pattern in > {MIN_FAILURE_SHARE:.0%} of failures with lift > "
-                                     f"{MIN_LIFT:g} and no SID problem (failure rate {report.failure_rate:.1%})"]
+        reasons["hyperparameter"] = [f"fallback: no pattern meets the rule ({RULE}) and no SID problem (failure "
+                                     f"rate {report.failure_rate:.1%})"]
     return [Choice(n, "; ".join(reasons[n])) for n in STRATEGIES if n in reasons]
 
 
@@ -479,21 +551,30 @@ def dump_config(data: dict) -> str:
 def optimize(report_path: str | Path, out: str | Path, names: list[str] | None = None, auto: bool = False,
              base: str | Path | None = None, choose: Callable[[BadcaseReport, list[Choice]], list[str]] | None = None,
              data: str | Path | None = None) -> tuple[str, list[Applied]]:
-    """Read the report and base config, pick strategies (auto, named, or `choose(report, suggested)`), write the
-    optimized YAML atomically to `out`; returns its text and what each strategy changed. With `data`, the report
-    must have been computed on that dataset (a report of another dataset would tune the wrong run)."""
+    """Read the report and base config (`base`, else the run's own: `find_run_config`), pick strategies (auto,
+    named, or `choose(report, suggested)`), write the optimized YAML atomically to `out`; returns its text and what
+    each strategy changed. With `data`, the report must have been computed on that dataset (a report of another
+    dataset would tune the wrong run)."""
     from sidrec.io import write_text
 
     if auto and names:
         raise SidrecError("give either --auto or --strategy, not both")
+    if names:
+        check_names(names)  # a typo in a name is reported before anything is looked up
     report = read_report(report_path)
     if data is not None:
         from sidrec.analysis.badcase import check_identity
         from sidrec.data.canonical import Dataset
 
         check_identity(read_json(report.source), Dataset.load(data), report.source)
-    base_data = read_yaml(base) if base is not None else {}
-    validate_config(base_data, str(base) if base else "base config")  # report a bad base before asking anything
+    if base is None:
+        base = find_run_config(report)
+        if base is None:
+            raise SidrecError(f"{report.source}: no --base given and no run config found for this report (looked for "
+                              f"{' / '.join(RUN_CONFIGS)} in the run folder of its analysis and evaluation); give "
+                              f"--base CONFIG, the config the evaluated model was trained with")
+    base_data = read_base(base)
+    validate_config(base_data, str(base))  # report a bad base before asking anything
     if auto:
         choices, how = auto_select(report), "chosen by --auto"
     elif names:
@@ -502,7 +583,7 @@ def optimize(report_path: str | Path, out: str | Path, names: list[str] | None =
         choices, how = manual_choices(choose(report, auto_select(report)), report, "hand"), "chosen by hand"
     else:
         raise SidrecError(f"choose strategies: --auto or --strategy NAME ({', '.join(STRATEGIES)})")
-    merged, applied = apply_strategies(base_data, choices, report, str(base) if base else "base config")
-    text = render(merged, applied, report, str(base) if base else None, how)
+    merged, applied = apply_strategies(base_data, choices, report, str(base))
+    text = render(merged, applied, report, str(base), how)
     write_text(out, text)
     return text, applied
