@@ -38,6 +38,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
+from sidrec.train.checkpoints import train_resuming
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards, recent_popularity
 from sidrec.train.config import RlConfig
 
@@ -259,7 +260,6 @@ def _save_model(model, tokenizer, folder: Path) -> None:
 
 def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
     from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     from sidrec.evaluate.generative import build_trie, load_model_for_inference
@@ -450,8 +450,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     trainer = GroupRolloutTrainer(model=model, args=args, reward_funcs=reward_funcs, train_dataset=train,
                                   processing_class=tokenizer, callbacks=[callback], peft_config=peft_config,
                                   rollout_func=rollout)
-    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    last = train_resuming(trainer, "rl")  # from the newest whole checkpoint; a full disk is a one-line error
 
     final = trainer.accelerator.unwrap_model(trainer.model)
     model_dir_out = out / "model"
