@@ -32,24 +32,27 @@ SFT = SftConfig(small=TINY, epochs=2, batch_size=32, micro_batch_size=32, learni
 RL = RlConfig(num_generations=8, train_batch_size=32, micro_batch_size=32, sample_train=True, sample_size=32,
               epochs=1, learning_rate=1e-2, beta=0.0, eval_step=2, eval_beams=10, max_valid_rows=20, keep_best=True,
               rewards={"rule": 1.0}, seed=0)
-CUT = {"sft": 6, "rl": 4}  # the checkpoint whose save is cut short: the second one
-RESUMED = {"sft": 3, "rl": 2}
+CUT = {"sft": 6, "rl": 4, "rl_sampled": 4}  # the checkpoint whose save is cut short: the second one
+RESUMED = {"sft": 3, "rl": 2, "rl_sampled": 2}
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """The toy data and the undisturbed runs: SFT (also RL's starting model) and RL."""
+    """The toy data and the undisturbed runs: SFT (also RL's starting model), RL, RL with sampled rollouts."""
     root = tmp_path_factory.mktemp("faults")
     data, sids = make_toy(root)
-    run_sft(SFT, data, sids, root / "sft")
-    run_rl(RL, root / "sft" / "model", data, sids, root / "rl")
-    return {"data": data, "sids": sids, "sft": root / "sft", "rl": root / "rl"}
+    toy = {"data": data, "sids": sids}
+    for kind in CUT:
+        toy[kind] = root / kind
+        train(kind, toy, root / kind)
+    return toy
 
 
 def train(kind: str, toy: dict, out: Path) -> Path:
     if kind == "sft":
         return run_sft(SFT, toy["data"], toy["sids"], out)
-    return run_rl(RL, toy["sft"] / "model", toy["data"], toy["sids"], out)
+    cfg = RL.model_copy(update={"rollout": "sample"}) if kind == "rl_sampled" else RL
+    return run_rl(cfg, toy["sft"] / "model", toy["data"], toy["sids"], out)
 
 
 def assert_same_result(kind: str, toy: dict, out: Path) -> None:
@@ -90,7 +93,7 @@ t.train(sys.argv[1], {{k: t.Path(v) for k, v in {toy!r}.items()}}, t.Path(sys.ar
 """
 
 
-@pytest.mark.parametrize("kind", ["sft", "rl"])
+@pytest.mark.parametrize("kind", ["sft", "rl", "rl_sampled"])
 def test_killed_mid_save_resumes_to_the_same_model(kind, toy, tmp_path, capsys):
     out = tmp_path / kind
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(sidrec.__file__).parents[1]),

@@ -49,7 +49,7 @@ class GroupRollout:
     def __init__(self, cfg: RlConfig, tokenizer, trie: SidTrie, sid_of_item: np.ndarray):
         self.cfg, self.tokenizer, self.trie, self.sid_of_item = cfg, tokenizer, trie, sid_of_item
         self.completions = trie.completion_tokens(tokenizer.eos_token_id)  # (num_sids, L + 1)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator()  # reseeded at each sampled rollout (see `__call__`)
         # (N,) log-likelihood of each completion's SID under the policy that drew it, from the beam search's scores;
         # None where a completion was not a beam (sampled, or an injected target). `loss: tilted` reads it instead
         # of running the policy over the batch once more (G 32 at 2 threads: 0.83x the step time; docs/benchmarks.md).
@@ -72,6 +72,9 @@ class GroupRollout:
                 if not self.cfg.add_target:
                     self.sid_logp = torch.as_tensor(beams.scores.reshape(-1), dtype=torch.float32)
             else:
+                # reseeded from torch's global RNG, which each checkpoint saves and a resume restores: a resumed
+                # run draws the same samples as one never stopped (a generator of its own would restart at the seed)
+                self.generator.manual_seed(int(torch.randint(2**62, (1,))))
                 sid_index = constrained_sample(model, ids, mask, self.trie, g, self.generator)
         finally:
             model.train(was_training)
