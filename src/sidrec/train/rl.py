@@ -38,6 +38,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
+from sidrec.train.checkpoints import train_resuming
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards, recent_popularity
 from sidrec.train.config import RlConfig
 
@@ -48,7 +49,7 @@ class GroupRollout:
     def __init__(self, cfg: RlConfig, tokenizer, trie: SidTrie, sid_of_item: np.ndarray):
         self.cfg, self.tokenizer, self.trie, self.sid_of_item = cfg, tokenizer, trie, sid_of_item
         self.completions = trie.completion_tokens(tokenizer.eos_token_id)  # (num_sids, L + 1)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator()  # reseeded at each sampled rollout (see `__call__`)
         # (N,) log-likelihood of each completion's SID under the policy that drew it, from the beam search's scores;
         # None where a completion was not a beam (sampled, or an injected target). `loss: tilted` reads it instead
         # of running the policy over the batch once more (G 32 at 2 threads: 0.83x the step time; docs/benchmarks.md).
@@ -71,6 +72,9 @@ class GroupRollout:
                 if not self.cfg.add_target:
                     self.sid_logp = torch.as_tensor(beams.scores.reshape(-1), dtype=torch.float32)
             else:
+                # reseeded from torch's global RNG, which each checkpoint saves and a resume restores: a resumed
+                # run draws the same samples as one never stopped (a generator of its own would restart at the seed)
+                self.generator.manual_seed(int(torch.randint(2**62, (1,))))
                 sid_index = constrained_sample(model, ids, mask, self.trie, g, self.generator)
         finally:
             model.train(was_training)
@@ -259,7 +263,6 @@ def _save_model(model, tokenizer, folder: Path) -> None:
 
 def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
     from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     from sidrec.evaluate.generative import build_trie, load_model_for_inference
@@ -450,8 +453,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     trainer = GroupRolloutTrainer(model=model, args=args, reward_funcs=reward_funcs, train_dataset=train,
                                   processing_class=tokenizer, callbacks=[callback], peft_config=peft_config,
                                   rollout_func=rollout)
-    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    last = train_resuming(trainer, "rl")  # from the newest whole checkpoint; a full disk is a one-line error
 
     final = trainer.accelerator.unwrap_model(trainer.model)
     model_dir_out = out / "model"

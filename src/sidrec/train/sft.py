@@ -23,6 +23,7 @@ from sidrec.model.backbone import build_small_model, load_llm
 from sidrec.model.tokenizer import build_data_tokenizer
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
+from sidrec.train.checkpoints import train_resuming
 from sidrec.train.config import SftConfig
 
 
@@ -160,7 +161,6 @@ def training_arguments(cfg: SftConfig, out: str | Path, num_train: int):
 
 def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from sidrec.sid.io import load_sids
 
@@ -187,8 +187,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     SeededTrainer = seeded_trainer_class()
     trainer = SeededTrainer(model=model, args=args, data_collator=PadCollator(tokenizer.pad_token_id), train_dataset=train,
                       eval_dataset=valid, processing_class=tokenizer, callbacks=callbacks)
-    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    last = train_resuming(trainer, "sft")  # from the newest whole checkpoint; a full disk is a one-line error
 
     model = trainer.model
     if cfg.lora is not None and not cfg.freeze_llm:
