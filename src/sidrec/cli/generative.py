@@ -42,11 +42,16 @@ def eval_cmd(
     max_rows: Optional[int] = typer.Option(None, help="Evaluate only the first N rows (smoke tests)."),
 ):
     """Constrained beam search over the catalogue; HR/NDCG@K on exact items (+ SID-match figures)."""
+    from sidrec.config import check_options
+    from sidrec.pipeline import EvalConfig
+
+    opts = check_options(EvalConfig, beams=beams, split=split, batch_size=batch_size, cutoff_len=cutoff_len,
+                         dtype=dtype, max_rows=max_rows)  # before any model is loaded
+
     from sidrec.evaluate.generative import evaluate_generative
     from sidrec.evaluate.report import print_results
 
-    res = evaluate_generative(model, data, sids, out, split=split, beams=beams, batch_size=batch_size,
-                              cutoff_len=cutoff_len, dtype=dtype, max_rows=max_rows)
+    res = evaluate_generative(model, data, sids, out, **opts.model_dump())
     print_results({str(model): res}, console, title=f"{split} metrics (exact items)")
     if "metrics_sid_match" in res:
         print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
