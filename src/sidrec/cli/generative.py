@@ -21,9 +21,12 @@ def sft_cmd(
 ):
     """Supervised fine-tuning of a causal LM on SID tasks (resumes from OUT/checkpoints when present)."""
     from sidrec.config import load_config
-    from sidrec.train.sft import SftConfig, run_sft
+    from sidrec.train.config import SftConfig
 
-    cfg = load_config(SftConfig, config, set_, section="sft")
+    cfg = load_config(SftConfig, config, set_, section="sft")  # before torch is imported
+
+    from sidrec.train.sft import run_sft
+
     model_dir = run_sft(cfg, data, sids, out)
     console.print(f"model saved to {model_dir}")
 
@@ -70,8 +73,11 @@ def rl_cmd(
 ):
     """GRPO over constrained-beam groups with ranking-aware rewards (resumes from OUT/checkpoints when present)."""
     from sidrec.config import load_config
-    from sidrec.train.rl import RlConfig, run_rl
+    from sidrec.train.config import RlConfig
 
-    cfg = load_config(RlConfig, config, set_, section="rl")
+    cfg = load_config(RlConfig, config, set_, section="rl")  # before torch is imported
+
+    from sidrec.train.rl import run_rl
+
     model_dir = run_rl(cfg, model, data, sids, out)
     console.print(f"model saved to {model_dir}")

@@ -15,12 +15,10 @@ Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "c
                     "inverse_sqrt"]
 
 
-def _divides(value: int, info: ValidationInfo, *totals: str) -> int:
-    """`value` (a micro-batch) must divide each named, already validated field of the same model."""
-    for name in totals:
-        total = info.data.get(name)
-        if total is not None and total % value:
-            raise setting_error(f"must divide {name}={total}, got {value}")
+def _divides(value: int, info: ValidationInfo, total: str) -> int:
+    """`value` (a micro-batch) must divide the field `total` of the same model (when that one is valid)."""
+    if info.data.get(total) is not None and info.data[total] % value:
+        raise setting_error(f"must divide {total}={info.data[total]}, got {value}")
     return value
 
 
@@ -34,7 +32,8 @@ class SmallModelConfig(Section):
     intermediate_size: int = Field(768, ge=1)  # MLP width
     max_position_embeddings: int = Field(512, ge=8)  # longest sequence the rotary table covers
     dropout: float = Field(0.1, ge=0, lt=1)  # attention dropout
-    vocab_size: int = Field(2000, ge=300)  # BPE merges learned from item text, before SID tokens
+    # BPE vocabulary learned from item text, before SID tokens; its 256 byte symbols and EOS come first
+    vocab_size: int = Field(2000, ge=257)
 
     @field_validator("num_heads")
     @classmethod
