@@ -38,14 +38,15 @@ def setting_error(message: str) -> PydanticCustomError:
 
 
 def describe_error(e: ValidationError, prefix: str = "", option: bool = False) -> str:
-    """The first problem of `e` in one line: `prefix` + the field (`--field-name` when `option`), the rule, the value."""
+    """The first problem of `e` in one line: `prefix`, the field (`--field-name` when `option`), rule and value."""
     first = e.errors()[0]
     loc = [str(x) for x in first["loc"]]
     if option:
         loc = ["--" + "-".join(loc).replace("_", "-")] if loc else []
     where = prefix + ".".join(loc) if loc else prefix.rstrip(". :")
     msg = first["msg"].removeprefix("Value error, ")
-    got = "" if first["type"] in ("extra_forbidden", "missing", "setting", "value_error") else f" (got {first['input']!r})"
+    quiet = first["type"] in ("extra_forbidden", "missing", "setting", "value_error")  # their message says enough
+    got = "" if quiet else f" (got {first['input']!r})"
     return f"{where}: {msg}{got}" if where else f"{msg}{got}"
 
 
