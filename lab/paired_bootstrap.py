@@ -4,7 +4,7 @@ Rows are resampled with replacement (2,000 times by default, seeded); each resam
 and the 2.5/97.5 percentiles are the interval of the relative change. Both files must be `sidrec eval`
 predictions of the same rows.
 
-    .venv/bin/python bench/paired_bootstrap.py runs/demo/eval/predictions.jsonl runs/at/N4/eval/predictions.jsonl
+    .venv/bin/python lab/paired_bootstrap.py runs/demo/eval/predictions.jsonl runs/at/N4/eval/predictions.jsonl
 """
 
 from __future__ import annotations
