@@ -70,7 +70,7 @@ def serve_figures(r: dict) -> str:
 def ab_figures(r: dict) -> str:
     share = ", ".join(f"{n} {s['rows']:.1%}" for n, s in r["share"].items())
     return (f"{r['rows']} rows over HTTP, {r['replay']['errors']} errors, {r['replay']['requests_per_s']:.1f} req/s; "
-            f"report vs offline max |Δ| {r['max_abs_diff']:.4f}; rows {share}")
+            f"report vs offline: max abs difference {r['max_abs_diff']:.4f}; rows {share}")
 
 
 def rl_figures(r: dict) -> str:
@@ -144,7 +144,7 @@ def main() -> int:
         results.append(row)
         print(f"[{name}] {row['seconds']} s: {row['figures']}", flush=True)
 
-    command = "make bench" + (" QUICK=1" if args.quick else "")
+    command = " ".join(["python bench/run_all.py", *sys.argv[1:]]) + f" (make bench{' QUICK=1' if args.quick else ''})"
     report = {"date": started, "machine": machine(), "command": command, "quick": args.quick,
               "load_avg_1min_start": load_start, "load_avg_1min_end": load_avg(),
               "total_seconds": round(time.time() - t_all, 1), "benchmarks": results}
@@ -155,7 +155,7 @@ def main() -> int:
              f"{report['total_seconds'] / 60:.1f} min" + ("; quick mode: speed and agreement on the fixture's toy "
                                                            "models, not accuracy" if args.quick else ""), "",
              "| benchmark | figures | seconds | command |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['figures']} | {r['seconds']} | `{r['command']}` |" for r in results]
+    lines += [f"| {r['name']} | {r['figures'].replace('|', '/')} | {r['seconds']} | `{r['command']}` |" for r in results]
     write_text(OUT / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 1 if any(r["rc"] for r in results) else 0
