@@ -41,8 +41,10 @@ browser:
 test: $(STAMP) browser
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --dist loadfile
 
+# the benchmark suite (bench/run_all.py): one JSON and one table in bench/out/results.{json,md}; QUICK=1 runs the
+# quick modes (under 15 min on 2 cores)
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(if $(filter 1 yes true,$(QUICK)),--quick)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -3,8 +3,9 @@
 The MiniOneRec approach is HF `generate` (beam search) with a logits processor that, at every step, loops in Python
 over every (prompt, beam) row and looks the allowed next tokens up in a dict keyed by the generated prefix.
 
-    .venv/bin/python bench/beam_search.py --model runs/cpu/sft/model --data runs/industrial \
-        --sids runs/industrial/sids --rows 200 --beams 50
+    .venv/bin/python bench/beam_search.py --model runs/demo/sft/model --data runs/demo/dataset \
+        --sids runs/demo/sid --rows 200 --beams 50
+    .venv/bin/python bench/beam_search.py --quick      # the benchmark fixture's model, 40 rows
 
 Prints rows/second for both, the speed ratio, and the share of rows whose top-10 items agree.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from _common import OUT, fixture, machine
 from sidrec.data import Dataset
 from sidrec.evaluate.generative import build_trie, load_model_for_inference, rank_histories
 from sidrec.sid.io import load_sids
@@ -69,13 +71,22 @@ def hf_generate(model, tokenizer, trie, codes, histories, beams):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--sids", required=True)
+    ap.add_argument("--model", default=None, help="model folder (default: the benchmark fixture's SFT model)")
+    ap.add_argument("--data", default=None, help="canonical dataset (default: the fixture's)")
+    ap.add_argument("--sids", default=None, help="SIDs of the model (default: the fixture's)")
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--beams", type=int, default=50)
-    ap.add_argument("--out", default="bench/out/beam_search.json")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="40 rows")
+    ap.add_argument("--out", default=str(OUT / "beam_search.json"))
     args = ap.parse_args()
+    if args.quick:
+        args.rows = 40
+    if not (args.model and args.sids and args.data):
+        fx = fixture()
+        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
+                                            str(args.data or fx["data"]))
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ds = Dataset.load(args.data)
     codes, _ = load_sids(args.sids)
@@ -93,7 +104,8 @@ def main():
     same10_set = sum(set(a[:10]) == set(b[:10]) for a, b in zip(ours.tolist(), theirs)) / len(histories)
     res = {"rows": len(histories), "beams": args.beams, "sidrec_rows_per_s": len(histories) / t_ours,
            "hf_dict_processor_rows_per_s": len(histories) / t_hf, "speed_ratio": t_hf / t_ours,
-           "top10_identical_order": same10, "top10_same_set": same10_set, "threads": torch.get_num_threads()}
+           "top10_identical_order": same10, "top10_same_set": same10_set, "threads": torch.get_num_threads(),
+           "model": args.model, "machine": machine()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))

@@ -5,8 +5,9 @@ ranked by every backend in turn (torch, int8, onnx, then the next chunk), so loa
 backends alike. Reported per backend: rows/second of ranking (model load and ONNX export timed apart), the speed
 ratio against fp32 torch, HR@10/NDCG@10 and their change against fp32, and how often the top-10 agrees with fp32's.
 
-    .venv/bin/python bench/inference_backends.py --threads 1              # full test split (4,533 rows)
-    .venv/bin/python bench/inference_backends.py --threads 1 --rows 300   # quick
+    .venv/bin/python bench/inference_backends.py --model runs/demo/sft/model --sids runs/demo/sid \
+        --data runs/demo/dataset                                 # full test split (4,533 rows)
+    .venv/bin/python bench/inference_backends.py --quick         # the benchmark fixture's model, 300 rows
 
 Writes bench/out/inference_backends.json and prints a markdown table.
 """
@@ -15,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import OUT, fixture, machine
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.serve import BACKENDS, Recommender
@@ -39,9 +40,10 @@ def agreement(ref: list[list[int]], other: list[list[int]], k: int = 10) -> dict
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="runs/exp/e2/model")
-    ap.add_argument("--sids", default="bench/out/sid48/rqkmeans-constrained/run0")
-    ap.add_argument("--data", default="runs/industrial")
+    ap.add_argument("--model", default=None, help="model folder (default: the benchmark fixture's SFT model)")
+    ap.add_argument("--sids", default=None, help="SIDs of the model (default: the fixture's)")
+    ap.add_argument("--data", default=None, help="canonical dataset (default: the fixture's)")
+    ap.add_argument("--quick", action="store_true", help="the first 300 rows")
     ap.add_argument("--split", default="test")
     ap.add_argument("--rows", type=int, default=None, help="first N rows only (default: the whole split)")
     ap.add_argument("--beams", type=int, default=50)
@@ -49,8 +51,14 @@ def main():
     ap.add_argument("--chunk", type=int, default=512, help="rows per round-robin turn")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backends", default=",".join(BACKENDS))
-    ap.add_argument("--out", default="bench/out/inference_backends.json")
+    ap.add_argument("--out", default=str(OUT / "inference_backends.json"))
     args = ap.parse_args()
+    if args.quick and args.rows is None:
+        args.rows = 300
+    if not (args.model and args.sids and args.data):
+        fx = fixture()
+        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
+                                            str(args.data or fx["data"]))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     names = args.backends.split(",")
@@ -96,7 +104,7 @@ def main():
                          "metrics": m, **agreement(items["torch"], items[name])}
     out = {"model": args.model, "sids": args.sids, "data": args.data, "split": args.split, "rows": len(histories),
            "beams": args.beams, "batch_size": args.batch_size, "threads": args.threads, "chunk": args.chunk,
-           "tolerance": TOLERANCE, "cpu": platform.processor() or platform.machine(),
+           "tolerance": TOLERANCE, "machine": machine(),
            "torch": torch.__version__, "wall_seconds": time.time() - wall0, "backends": results}
     try:
         import onnxruntime

@@ -6,8 +6,11 @@ user ids) taken in order from the test split. The requests are sent in `--rounds
 unbatched, batched, ...), so that load from other processes on the machine falls on both settings alike. Every
 request has a timeout and every phase a time limit; the servers are stopped at the end (SIGTERM, then SIGKILL).
 
-    .venv/bin/python bench/serve_load.py                        # e2 model, 2000 requests, concurrency 16
-    .venv/bin/python bench/serve_load.py --requests 200         # quick
+    .venv/bin/python bench/serve_load.py --model runs/demo/sft/model --sids runs/demo/sid --data runs/demo/dataset
+    .venv/bin/python bench/serve_load.py --quick      # the benchmark fixture's model, 200 requests per setting
+
+Without --model/--sids/--data it measures the benchmark fixture (bench/_common.py: the smoke pipeline on the real
+data, built once).
 
 Reports per setting p50/p90/p99 latency (ms), requests/s (requests / wall time of its rounds), errors, and the
 server's mean batch size; and the ratios batched/unbatched. Writes bench/out/serve_load.json.
@@ -18,12 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,116 +28,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from sidrec.data import Dataset
+from _common import OUT, Server, fire, fixture, machine, summarize, test_bodies
 from sidrec.io import write_json
-
-SERVE = "import sidrec.cli.serve; from sidrec.cli import main; main()"  # works before cli/__init__ imports serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`sidrec serve ARGS` as a subprocess on 127.0.0.1; `with Server(args) as url: ...`."""
-
-    def __init__(self, args: list[str], threads: int = 1, start_timeout: float = 300, log_file: Path | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-c", SERVE, "serve", *args, "--host", "127.0.0.1", "--port", str(self.port),
-                    "--threads", str(threads)]
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-        self.start_timeout, self.log_file = start_timeout, log_file
-        self.proc = None
-
-    def __enter__(self) -> str:
-        out = open(self.log_file, "w") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
-        deadline = time.time() + self.start_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"sidrec serve exited with {self.proc.returncode}: {' '.join(self.cmd)}"
-                                 + (f" (see {self.log_file})" if self.log_file else ""))
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self.url
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                self.stop()
-                raise SystemExit(f"sidrec serve did not answer /healthz within {self.start_timeout} s")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-async def fire(url: str, bodies: list[dict], concurrency: int, timeout: float = 120.0,
-               phase_limit: float = 1800.0) -> dict:
-    """POST every body to url/recommend with `concurrency` workers; latencies (s), statuses, responses, wall time."""
-    latencies = [float("nan")] * len(bodies)
-    statuses: list = [None] * len(bodies)
-    responses: list = [None] * len(bodies)
-    next_i = 0
-    t_end = time.perf_counter() + phase_limit
-
-    async def worker(client: httpx.AsyncClient):
-        nonlocal next_i
-        while next_i < len(bodies) and time.perf_counter() < t_end:
-            i, next_i = next_i, next_i + 1
-            t0 = time.perf_counter()
-            try:
-                res = await client.post("/recommend", json=bodies[i])
-                statuses[i] = res.status_code
-                if res.status_code == 200:
-                    responses[i] = res.json()
-            except httpx.HTTPError as e:
-                statuses[i] = type(e).__name__
-            latencies[i] = time.perf_counter() - t0
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    t0 = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return {"latencies": latencies, "statuses": statuses, "responses": responses, "wall": time.perf_counter() - t0}
-
-
-def test_bodies(data: str, split: str = "test", k: int = 10) -> list[dict]:
-    df = Dataset.load(data).splits[split]
-    return [{"user_id": int(u), "history": [int(i) for i in h], "k": k}
-            for u, h in zip(df["user"].tolist(), df["history"].tolist())]
-
-
-def summarize(latencies: list[float], statuses: list, wall: float) -> dict:
-    lat = np.array([x for x, s in zip(latencies, statuses) if s == 200]) * 1000
-    errors = sum(1 for s in statuses if s != 200)
-    return {"requests": len(statuses), "ok": int(len(lat)), "errors": errors,
-            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p90_ms": float(np.percentile(lat, 90)) if len(lat) else None,
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-            "mean_ms": float(lat.mean()) if len(lat) else None,
-            "requests_per_s": len(statuses) / wall if wall > 0 else None, "wall_s": wall}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="runs/exp/e2/model")
-    ap.add_argument("--sids", default="bench/out/sid48/rqkmeans-constrained/run0")
-    ap.add_argument("--data", default="runs/industrial")
+    ap.add_argument("--model", default=None, help="model folder (default: the benchmark fixture's SFT model)")
+    ap.add_argument("--sids", default=None, help="SIDs of the model (default: the fixture's)")
+    ap.add_argument("--data", default=None, help="canonical dataset (default: the fixture's)")
     ap.add_argument("--backend", default="torch")
+    ap.add_argument("--quick", action="store_true", help="200 requests per setting in 2 rounds")
     ap.add_argument("--requests", type=int, default=2000, help="requests per setting")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=4, help="alternating rounds per setting")
@@ -149,8 +47,14 @@ def main():
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1, help="model threads per server")
     ap.add_argument("--warmup", type=int, default=32)
-    ap.add_argument("--out", default="bench/out/serve_load.json")
+    ap.add_argument("--out", default=str(OUT / "serve_load.json"))
     args = ap.parse_args()
+    if args.quick:
+        args.requests, args.rounds = 200, 2
+    if not (args.model and args.sids and args.data):
+        fx = fixture()
+        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
+                                            str(args.data or fx["data"]))
 
     wall0 = time.time()
     bodies = test_bodies(args.data, k=args.k)
@@ -195,7 +99,7 @@ def main():
               "requests_per_setting": args.requests, "concurrency": args.concurrency, "rounds": args.rounds,
               "k": args.k, "max_wait_ms": args.max_wait_ms, "threads": args.threads, "warmup": args.warmup,
               "beams": 50, "impression_log": "on (SQLite WAL, synchronous=FULL, a temp file)",
-              "cpu": platform.machine(), "cores": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+              "machine": machine(),
               "settings": settings, "wall_seconds": time.time() - wall0}
     if len(args.max_batch) == 2:
         a, b = (settings[f"max_batch_{mb}"] for mb in args.max_batch)

@@ -6,7 +6,12 @@ before/after resolution, per-level code usage and normalised entropy, reconstruc
 mean cosine of item pairs sharing a first-level code vs random pairs. Writes bench/out/sid_methods.json and prints
 a markdown table.
 
-    .venv/bin/python bench/sid_methods.py [--data runs/industrial] [--reps 3] [--threads 1]
+    .venv/bin/python bench/sid_methods.py [--data DIR] [--reps 3] [--threads 1]   # all methods, 48-token MiniLM
+    .venv/bin/python bench/sid_methods.py --quick    # rqkmeans and rqkmeans-constrained, 2 builds each, on the
+                                                     # benchmark fixture's 32-token embeddings
+
+--data is a MiniOneRec folder or a canonical dataset (default: the Industrial_and_Scientific folder, see
+bench/_common.py).
 """
 
 from __future__ import annotations
@@ -25,23 +30,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pandas as pd
 
+from _common import OUT, default_data, fixture, machine, paper_index
 from sidrec.embed import embed_items
+from sidrec.errors import SidrecError
 from sidrec.sid import METHODS, build_sids, load_sids, read_quality, sid_quality
 from sidrec.sid.build import is_built
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared/data/amazon18/Industrial_and_Scientific/index")
 
 
 def load_items(data: str | None) -> tuple[object, str]:
-    if data:
-        return Path(data), data
-    if (ROOT / "runs/industrial/items.parquet").exists():
-        return ROOT / "runs/industrial", "runs/industrial"
-    raw = json.loads((SHARED / "Industrial_and_Scientific.item.json").read_text())
+    """A canonical dataset folder as it is; a MiniOneRec folder by its item.json (the only file the SIDs need)."""
+    folder = Path(data) if data else default_data()
+    if (folder / "items.parquet").exists():
+        return folder, str(folder)
+    item_json = sorted((folder / "index").glob("*.item.json"))
+    if not item_json:
+        raise SidrecError(f"{folder}: neither a canonical dataset (items.parquet) nor a MiniOneRec folder "
+                          "(index/*.item.json); pass --data DIR")
+    raw = json.loads(item_json[0].read_text())
     items = pd.DataFrame([{"item_id": int(k), **v} for k, v in raw.items()])
     items["categories"] = [[] for _ in range(len(items))]  # always empty in this file
-    return items, str(SHARED / "Industrial_and_Scientific.item.json")
+    return items, str(item_json[0])
 
 
 def cosine_sanity(X: np.ndarray, first: np.ndarray, pairs: int = 20000, seed: int = 0) -> dict:
@@ -74,8 +83,10 @@ def summarize(q: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None, help="canonical dataset folder (default: runs/industrial or item.json)")
-    ap.add_argument("--out", default=str(ROOT / "bench/out/sid"))
+    ap.add_argument("--data", default=None, help="MiniOneRec folder or canonical dataset (default: the real data)")
+    ap.add_argument("--out", default=str(OUT / "sid"))
+    ap.add_argument("--quick", action="store_true", help="two k-means methods, 2 builds each, the fixture's embeddings")
+    ap.add_argument("--emb", default=None, help="use these embeddings (.npy of the same items) instead of embedding")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of the k-means methods")
     ap.add_argument("--reps-trained", type=int, default=2, help="repetitions of rqkmeans-plus and rqvae")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for the builds (1: best on a shared CPU)")
@@ -84,14 +95,21 @@ def main() -> int:
     ap.add_argument("--max-seq-length", type=int, default=48, help="tokens per item text (the CPU setting; 0: the model limit, 256)")
     ap.add_argument("--reuse-builds", action="store_true", help="read finished builds' quality.json instead of rebuilding")
     args = ap.parse_args()
+    if args.quick:
+        args.methods, args.reps = "rqkmeans,rqkmeans-constrained", 2
+        args.emb = args.emb or str(fixture(args.data)["embeddings"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     data, data_name = load_items(args.data)
-    emb_file = out / "emb_minilm.npy"
     t0 = time.perf_counter()
-    info = embed_items(data, emb_file, model="minilm", force=args.force_embed, progress=False,
-                       max_seq_length=args.max_seq_length or None)
+    if args.emb:
+        emb_file = Path(args.emb)
+        info = json.loads(emb_file.with_suffix(".json").read_text()) | {"reused": True}
+    else:
+        emb_file = out / "emb_minilm.npy"
+        info = embed_items(data, emb_file, model="minilm", force=args.force_embed, progress=False,
+                           max_seq_length=args.max_seq_length or None)
     embed_wall = time.perf_counter() - t0
     X = np.load(emb_file)
     result = {"data": data_name, "num_items": len(X), "threads": args.threads, "loadavg_start": os.getloadavg(),
@@ -101,9 +119,11 @@ def main() -> int:
                             "empty_text": info["empty_text"]["count"]},
               "methods": {}}
 
-    codes_p, _ = load_sids(SHARED / "Industrial_and_Scientific.index.json")
-    qp = sid_quality(codes_p, 256)
-    result["paper"] = {**summarize({"before": qp, "after": qp}), "cosine": cosine_sanity(X, codes_p[:, 0])}
+    paper = paper_index(args.data)
+    if paper is not None:
+        codes_p, _ = load_sids(paper)
+        qp = sid_quality(codes_p, 256)
+        result["paper"] = {**summarize({"before": qp, "after": qp}), "cosine": cosine_sanity(X, codes_p[:, 0])}
 
     for method in args.methods.split(","):
         reps = args.reps if method in ("rqkmeans", "rqkmeans-constrained") else args.reps_trained
@@ -126,6 +146,7 @@ def main() -> int:
             "cosine": cosine_sanity(X, runs[0][:, 0]), "history": q["history"],
         }
     result["loadavg_end"] = os.getloadavg()
+    result["machine"] = machine()
     (out.parent / "sid_methods.json").write_text(json.dumps(result, indent=2))
 
     print(f"\nEmbedding: {len(X)} items, MiniLM ({info['dim']}-d), {info['seconds']} s"
@@ -134,7 +155,8 @@ def main() -> int:
     print("| method | collisions before -> after (groups) | codes used per level | entropy per level | recon err "
           "| build s (median) | deterministic | cos within L1 / random |")
     print("|---|---|---|---|---|---|---|---|")
-    rows = [("paper index.json", result["paper"])] + list(result["methods"].items())
+    rows = [("paper index.json", result["paper"])] if "paper" in result else []
+    rows += list(result["methods"].items())
     for name, m in rows:
         print(f"| {name} | {m['collision_groups_before']} -> {m['collision_groups_after']} "
               f"| {'/'.join(map(str, m['used']))} | {'/'.join(f'{e:.3f}' for e in m['entropy'])} "

@@ -83,10 +83,10 @@ def test_lift_interval_by_hand():
     assert 3.7 < big_lo < 4
 
 
-def test_bench_script_calls_the_library(tmp_path):
+def test_lab_script_calls_the_library(tmp_path):
     write_evaluation(tmp_path / "a", "test", [1, 2, 3, 4], [[1, 0], [0, 2], [0, 1], [4, 0]])
     write_evaluation(tmp_path / "b", "test", [1, 2, 3, 4], [[1, 0], [2, 0], [3, 0], [4, 0]])
-    out = subprocess.run([sys.executable, "bench/paired_bootstrap.py", str(tmp_path / "a" / "predictions.jsonl"),
+    out = subprocess.run([sys.executable, "lab/paired_bootstrap.py", str(tmp_path / "a" / "predictions.jsonl"),
                           str(tmp_path / "b"), "--k", "1", "--resamples", "200"], capture_output=True, text=True,
                          check=True).stdout
     assert "HR@1: 0.5000 -> 1.0000" in out and "95% paired bootstrap" in out

@@ -5,7 +5,7 @@ A group whose rewards are all equal gives every completion zero advantage, so GR
 and reports, per reward mix, the share of groups that contain the target and the share with zero advantage,
 with and without `add_target`.
 
-    .venv/bin/python bench/rl_groups.py --model runs/exp/e2/model --data runs/industrial \
+    .venv/bin/python lab/rl_groups.py --model runs/exp/e2/model --data runs/industrial \
         --sids bench/out/sid48/rqkmeans-constrained/run0 --rows 2000 --out bench/out/rl_groups.json
 """
 

@@ -3,7 +3,7 @@
 Builds real GRPO batches from the Industrial train split (prompts of the SFT model, G constrained-beam completions
 each), then times log-prob computation + backward both ways on the same batches and checks they agree.
 
-    .venv/bin/python bench/rl_forward.py --model runs/exp/e2/model --data runs/industrial \
+    .venv/bin/python lab/rl_forward.py --model runs/exp/e2/model --data runs/industrial \
         --sids bench/out/sid48/rqkmeans-constrained/run0 --prompts 8 --group 16 --repeats 5
 """
 

@@ -12,7 +12,7 @@ Also reported: the same regression with `collaborative` and `novelty` each split
 and the rest (what depends on the history), and how much of what the rewards leave unexplained is a shift of the
 item itself (its mean residual on the prompts, as a prediction on valid rows, and against its log counts).
 
-    .venv/bin/python bench/rl_fit.py --runs runs/at/N4,runs/at/N3 --rows 600 --out bench/out/rl_fit.json
+    .venv/bin/python lab/rl_fit.py --runs runs/at/N4,runs/at/N3 --rows 600 --out bench/out/rl_fit.json
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ Row groups:
   (without its target).
 - `later`: every other row. Its history ends with items bought after the training period.
 - `later, train user` / `no train row`: `later` split by whether the user has any training row (see
-  bench/row_groups.py).
+  lab/row_groups.py).
 - `repeat` / `new`: the target's SID is / is not in the history.
 - `target seen N..M`: the target's count among the training targets (popular items vs the tail).
 
 The tilt re-ranks the SFT model's beams by  log pi_ref + lam * z(SASRec) + nu * [SID not in history]  (the optimum
-that GRPO with rewards {collaborative: lam, novelty: nu} and beta = 1 aims at, see bench/rl_fusion_bound.py).
+that GRPO with rewards {collaborative: lam, novelty: nu} and beta = 1 aims at, see lab/rl_fusion_bound.py).
 
-    .venv/bin/python bench/rl_transfer.py --sft runs/demo/sft/model --rl runs/at/C1/model --data runs/demo/dataset \
+    .venv/bin/python lab/rl_transfer.py --sft runs/demo/sft/model --rl runs/at/C1/model --data runs/demo/dataset \
         --sids runs/demo/sid --scorer bench/out/sasrec_run1,bench/out/sasrec_seed2,bench/out/sasrec_seed3 \
         --out bench/out/rl_transfer.json
 """
@@ -35,7 +35,7 @@ from sidrec.io import write_json
 from sidrec.sid.io import load_sids
 from sidrec.train.rewards import in_history
 
-from rl_fusion_bound import beam_logits, tilt  # bench/ is on sys.path when this script runs
+from rl_fusion_bound import beam_logits, tilt  # lab/ is on sys.path when this script runs
 from row_groups import row_groups
 
 COUNT_BINS = ((0, 5), (5, 20), (20, None))

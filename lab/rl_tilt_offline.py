@@ -11,7 +11,7 @@ It also splits valid and test rows by whether the row's history is one of the RL
 `prompts: after_train`, a user with no newer item has the same history at evaluation time) or not ("fresh"): what RL
 learns on seen histories needs no generalisation.
 
-    .venv/bin/python bench/rl_tilt_offline.py --extend 4 --out bench/out/rl_tilt_x4.json   # ~37 min at 1 thread
+    .venv/bin/python lab/rl_tilt_offline.py --extend 4 --out bench/out/rl_tilt_x4.json   # ~37 min at 1 thread
 """
 
 from __future__ import annotations

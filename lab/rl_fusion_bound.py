@@ -12,7 +12,7 @@ P * log(1 + count among the latest `--popularity-window` training targets), to e
 `--collaborative-repeats ignore` z-scores the SASRec logits over the beams not in the history and gives those in it 0,
 as `rl.collaborative_repeats: ignore` does.
 
-    .venv/bin/python bench/rl_fusion_bound.py --model runs/demo/sft/model --data runs/demo/dataset \
+    .venv/bin/python lab/rl_fusion_bound.py --model runs/demo/sft/model --data runs/demo/dataset \
         --sids runs/demo/sid --scorer bench/out/sasrec_run1 --out bench/out/rl_fusion_bound.json
 """
 

@@ -4,7 +4,7 @@ A thin caller of `sidrec.evaluate.stats` (exact-item scores from predictions.jso
 `--sid-match` scores by SID as earlier versions of this script did); `sidrec compare A B` reports the same intervals
 for HR/NDCG@5,10,20 beside the other figures.
 
-    .venv/bin/python bench/paired_bootstrap.py runs/demo/eval runs/at/N4/eval/predictions.jsonl
+    .venv/bin/python lab/paired_bootstrap.py runs/demo/eval runs/at/N4/eval/predictions.jsonl
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ For each evaluation folder (`sidrec eval --out`, its predictions.jsonl): the sha
 share of rows whose target is in its history, HR@10 / NDCG@10 as saved, and the same with history items dropped
 from each ranking (what a hard "no repeats" filter would give).
 
-    .venv/bin/python bench/repeat_share.py --data runs/demo/dataset --split test runs/demo/eval runs/at/T7G32/eval
+    .venv/bin/python lab/repeat_share.py --data runs/demo/dataset --split test runs/demo/eval runs/at/T7G32/eval
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from sidrec.data import Dataset
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 
-from row_groups import eval_folder_args, split_predictions  # bench/ is on sys.path when this script runs
+from row_groups import eval_folder_args, split_predictions  # lab/ is on sys.path when this script runs
 
 
 def main() -> None:

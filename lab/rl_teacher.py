@@ -6,7 +6,7 @@ SASRec knows. Cross-fitted SASRecs (`sasrec.folds=K`, `sasrec.holdout_fold=k`, o
 score each training row with a model that never saw it. This prints HR/NDCG@10 over the full catalogue for each
 teacher on a sample of training rows and on all valid and test rows.
 
-    .venv/bin/python bench/rl_teacher.py --data runs/demo/dataset \
+    .venv/bin/python lab/rl_teacher.py --data runs/demo/dataset \
         --teacher 'full=bench/out/sasrec_run1,bench/out/sasrec_seed2,bench/out/sasrec_seed3' \
         --teacher 'crossfit=0:bench/out/sasrec_fold0_seed42,bench/out/sasrec_fold0_seed2,bench/out/sasrec_fold0_seed3;1:bench/out/sasrec_fold1_seed42,bench/out/sasrec_fold1_seed2,bench/out/sasrec_fold1_seed3'
 """

@@ -8,7 +8,7 @@ Groups, by what RL's `prompts: after_train` prompts can teach about the row's hi
   imitates).
 The first folder is the reference the others are compared with.
 
-    .venv/bin/python bench/row_groups.py --data runs/demo/dataset --split test runs/demo/eval runs/at/T7G32/eval
+    .venv/bin/python lab/row_groups.py --data runs/demo/dataset --split test runs/demo/eval runs/at/T7G32/eval
 """
 
 from __future__ import annotations
