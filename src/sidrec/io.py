@@ -111,9 +111,59 @@ def read_json(path: str | os.PathLike, hint: str = "") -> Any:
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        with reading(path, hint):
+            text = path.read_text(encoding="utf-8")
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})" + (f"; {hint}" if hint else "")) from None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, hint: str = "") -> Iterator[None]:
+    """Turn what a bad file raises inside the block (OSError, undecodable text, a parser's error, numpy's EOFError)
+    into a one-line SidrecError naming `path` (and `hint`, what to do); anything else propagates unchanged."""
+    from sidrec.errors import SidrecError, file_problem
+
+    try:
+        yield
+    except SidrecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - file_problem decides; the rest is re-raised
+        msg = file_problem(e, path)
+        if msg is None:
+            raise
+        raise SidrecError(msg + (f"; {hint}" if hint else "")) from None
+
+
+def read_npy(path: str | os.PathLike, mmap_mode: str | None = None, hint: str = ""):
+    """A .npy array (no pickles); an empty, truncated or foreign file is a SidrecError naming it."""
+    import numpy as np
+
+    from sidrec.errors import REMAKE, SidrecError
+
+    path = Path(path)
+    try:
+        with reading(path, hint):
+            return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError) as e:  # numpy: "No data left in file", bad magic string, pickled object arrays
+        raise SidrecError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:200]}); {REMAKE}"
+                          + (f"; {hint}" if hint else "")) from None
+
+
+def read_parquet(path: str | os.PathLike, hint: str = ""):
+    """A pyarrow Table; a missing, empty, truncated or foreign file is a SidrecError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sidrec.errors import REMAKE, SidrecError
+
+    path = Path(path)
+    try:
+        with reading(path, hint):
+            return pq.read_table(path)
+    except (pa.ArrowException, ValueError) as e:
+        raise SidrecError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]}); {REMAKE}"
+                          + (f"; {hint}" if hint else "")) from None
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:

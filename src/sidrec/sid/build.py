@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sidrec.errors import SidrecError
-from sidrec.io import read_manifest, write_json, write_manifest
+from sidrec.io import read_manifest, read_npy, write_json, write_manifest
 from sidrec.sid.base import SIDEstimator, check_embeddings, sid_quality
 from sidrec.sid.constrained import ConstrainedRQKMeans
 from sidrec.sid.io import INDEX_FILE, load_sids, write_index
@@ -74,10 +74,7 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
     emb_file, out_dir = Path(emb_file), Path(out_dir)
     if not emb_file.exists():
         raise SidrecError(f"{emb_file}: embedding file does not exist (make it with `sidrec embed`)")
-    try:
-        X = np.load(emb_file)
-    except ValueError as e:
-        raise SidrecError(f"{emb_file}: not a .npy array ({e})") from None
+    X = read_npy(emb_file, hint="re-run `sidrec embed`")
     X = check_embeddings(X, what=str(emb_file))
     n = _num_items(data_dir)
     if n is not None and n != len(X):
