@@ -23,7 +23,7 @@ _OS_PROBLEMS = {
     "ELOOP": ("too many levels of symbolic links (a link loop)", "fix or remove the symbolic link"),
     "EISDIR": ("is a folder where a file is expected", "pass the file, not the folder"),
     "ENOTDIR": ("a part of the path is a file where a folder is expected", "check the path"),
-    "ENOENT": ("no such file or folder", "check the path"),
+    "ENOENT": ("does not exist", "check the path"),
     "ENAMETOOLONG": ("file name too long", "use a shorter path"),
     "EIO": ("input/output error", "check the disk"),
 }

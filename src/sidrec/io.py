@@ -32,6 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:  # e.g. a disk filling up mid-write: name the artifact, not an anonymous stream
+        if e.filename is None:
+            e.filename = str(path)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -135,6 +139,34 @@ def reading(path: str | os.PathLike, hint: str = "") -> Iterator[None]:
         raise SidrecError(msg + (f"; {hint}" if hint else "")) from None
 
 
+def check_file(path: str | os.PathLike, hint: str = "") -> Path:
+    """`path`, if it is a file that can be opened for reading; else a SidrecError saying why (missing, a folder, a
+    symlink loop, no permission)."""
+    from sidrec.errors import SidrecError
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise SidrecError(f"{path}: file does not exist" + (f"; {hint}" if hint else ""))
+    with reading(path, hint), open(path, "rb"):
+        pass
+    return path
+
+
+def check_folder(path: str | os.PathLike, what: str = "folder", hint: str = "") -> Path:
+    """`path`, if it is a folder; else a SidrecError saying why (missing, a file, a symlink loop, no permission)."""
+    from sidrec.errors import SidrecError
+
+    path = Path(path)
+    tail = f"; {hint}" if hint else ""
+    if not os.path.lexists(path):
+        raise SidrecError(f"{path}: {what} does not exist{tail}")
+    with reading(path, hint):
+        os.stat(path)
+    if not path.is_dir():
+        raise SidrecError(f"{path}: is a file where a {what} is expected{tail}")
+    return path
+
+
 def read_npy(path: str | os.PathLike, mmap_mode: str | None = None, hint: str = ""):
     """A .npy array (no pickles); an empty, truncated or foreign file is a SidrecError naming it."""
     import numpy as np
@@ -142,12 +174,12 @@ def read_npy(path: str | os.PathLike, mmap_mode: str | None = None, hint: str = 
     from sidrec.errors import REMAKE, SidrecError
 
     path = Path(path)
-    try:
-        with reading(path, hint):
+    with reading(path, hint):
+        try:
             return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (ValueError, EOFError) as e:  # numpy: "No data left in file", bad magic string, pickled object arrays
-        raise SidrecError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:200]}); {REMAKE}"
-                          + (f"; {hint}" if hint else "")) from None
+        except (ValueError, EOFError) as e:  # numpy: "No data left in file", bad magic string, pickled object arrays
+            raise SidrecError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:200]}); {REMAKE}"
+                              + (f"; {hint}" if hint else "")) from None
 
 
 def read_parquet(path: str | os.PathLike, hint: str = ""):
@@ -158,12 +190,12 @@ def read_parquet(path: str | os.PathLike, hint: str = ""):
     from sidrec.errors import REMAKE, SidrecError
 
     path = Path(path)
-    try:
-        with reading(path, hint):
+    with reading(path, hint):
+        try:
             return pq.read_table(path)
-    except (pa.ArrowException, ValueError) as e:
-        raise SidrecError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]}); {REMAKE}"
-                          + (f"; {hint}" if hint else "")) from None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as e:
+            raise SidrecError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]}); {REMAKE}"
+                              + (f"; {hint}" if hint else "")) from None
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:

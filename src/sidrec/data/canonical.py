@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, read_json, read_manifest, read_parquet, write_json, write_manifest
+from sidrec.io import atomic_path, check_folder, read_json, read_manifest, read_parquet, write_json, write_manifest
 
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
@@ -182,9 +182,7 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path, validate: bool = True) -> "Dataset":
         folder = Path(folder)
-        if not folder.is_dir():
-            raise SidrecError(f"{folder}: dataset folder does not exist (make one with `sidrec data import-minionerec` "
-                              f"or `sidrec data amazon18`)")
+        check_folder(folder, "dataset folder", "make one with `sidrec data import-minionerec` or `sidrec data amazon18`")
         if not (folder / "items.parquet").exists():
             raise SidrecError(f"{folder}: not a sidrec dataset folder (no items.parquet). If it is a MiniOneRec folder, "
                               f"run `sidrec data import-minionerec {folder} --out DIR` first")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sidrec.data.canonical import SPLITS, Dataset
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, read_json, reading, write_manifest, write_text
+from sidrec.io import atomic_path, check_folder, read_json, reading, write_manifest, write_text
 from sidrec.sid.io import load_sids
 
 CSV_COLUMNS = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
@@ -48,8 +48,7 @@ def _one(folder: Path, pattern: str, what: str, required: bool = True) -> Path |
 
 
 def find_layout(src: Path) -> dict:
-    if not src.is_dir():
-        raise SidrecError(f"{src}: MiniOneRec folder does not exist")
+    check_folder(src, "MiniOneRec folder")
     layout = {s: _one(src / s, "*.csv", f"{s} split CSV") for s in SPLITS}
     layout["item_json"] = _one(src / "index", "*.item.json", "item catalogue")
     layout["index_json"] = _one(src / "index", "*.index.json", "SID index", required=False)
