@@ -27,7 +27,8 @@ _OS_PROBLEMS = {
     "ENAMETOOLONG": ("file name too long", "use a shorter path"),
     "EIO": ("input/output error", "check the disk"),
 }
-REMAKE = "the file is empty, truncated or not this kind of file: re-create it (re-run the stage that wrote it, or re-download it)"
+REMAKE = ("the file is empty, truncated or not this kind of file: re-create it (re-run the stage that wrote it, or "
+          "re-download it)")
 
 
 def _first_line(e: BaseException) -> str:

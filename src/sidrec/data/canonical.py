@@ -182,7 +182,8 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path, validate: bool = True) -> "Dataset":
         folder = Path(folder)
-        check_folder(folder, "dataset folder", "make one with `sidrec data import-minionerec` or `sidrec data amazon18`")
+        check_folder(folder, "dataset folder",
+                     "make one with `sidrec data import-minionerec` or `sidrec data amazon18`")
         if not (folder / "items.parquet").exists():
             raise SidrecError(f"{folder}: not a sidrec dataset folder (no items.parquet). If it is a MiniOneRec folder, "
                               f"run `sidrec data import-minionerec {folder} --out DIR` first")

@@ -77,7 +77,8 @@ UNREAD_CHECKS = {
 }
 
 
-def parse_history(text: str, path: Path, line: int, max_history: int, column: str = "history_item_id") -> tuple[list[int], bool]:
+def parse_history(text: str, path: Path, line: int, max_history: int,
+                  column: str = "history_item_id") -> tuple[list[int], bool]:
     """The last `max_history` ids of a list cell like "[3, 17, 5]", and whether it was longer.
 
     The whole cell is checked by one regex (no Python object per element), and only the kept tail is split, so a
@@ -141,7 +142,8 @@ ITEM_TEXT_FIELDS = ("title", "description", "brand", "asin")
 
 
 def read_item_json(path: Path) -> pd.DataFrame:
-    raw = read_json(path, hint="MiniOneRec's index/*.item.json maps item ids to {title, description, brand, categories}")
+    raw = read_json(path, hint="MiniOneRec's index/*.item.json maps item ids to {title, description, brand, "
+                               "categories}")
     if not isinstance(raw, dict) or not raw:
         raise SidrecError(f"{path}: expected a non-empty JSON object item_id -> {{title, ...}}, got "
                           f"{type(raw).__name__}")

@@ -94,7 +94,8 @@ def to_seconds(t: pl.Series, where) -> tuple[pl.Series, str]:
     if counts.height > 1:
         r = int((unit.fill_null(major) != major).arg_max())
         raise SidrecError(f"{where(r)}: time {t[r]} looks like Unix {TIME_UNITS[int(unit[r])][0]} but most values "
-                          f"are in {TIME_UNITS[major][0]} ({counts[0, 1]} of {unit.len()}); use one unit for the column")
+                          f"are in {TIME_UNITS[major][0]} ({counts[0, 1]} of {unit.len()}); use one unit for the "
+                          f"column")
     name, _, scale = TIME_UNITS[major]
     return (t.cast(pl.Int64) // scale), name
 

@@ -7,6 +7,7 @@ at the edge: level l's letter is chr(ord('a') + l), codes are 0-based as in the 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def load_sids(path: str | Path) -> tuple[np.ndarray, list[list[str]]]:
         raise SidrecError(f"{path}: item id {bad!r} is not a plain integer (ASCII digits, no sign or spaces)")
     ids = sorted(int(k) for k in raw)
     if ids != list(range(len(ids))):
-        raise SidrecError(f"{path}: item ids must be dense 0..{len(ids) - 1}; got {len(ids)} ids from {ids[0]} to {ids[-1]}")
+        raise SidrecError(f"{path}: item ids must be dense 0..{len(ids) - 1}; got {len(ids)} ids from {ids[0]} to "
+                          f"{ids[-1]}")
     keys = {int(k): k for k in raw}
     tokens = [raw[keys[i]] for i in ids]
     for i, toks in enumerate(tokens):
@@ -82,6 +84,13 @@ def load_sids(path: str | Path) -> tuple[np.ndarray, list[list[str]]]:
             if len(m.group(2)) > len(str(MAX_CODE)) or int(m.group(2)) > MAX_CODE:
                 raise SidrecError(f"{path}: item {i}: token {tok[:40]!r}: code above {MAX_CODE} is no codebook index")
             codes[i, level] = int(m.group(2))
+    if width > short:  # a dedup token only tells apart items that share all their other codes
+        prefixes = [tuple(row) for row in codes[:, :short].tolist()]
+        shared = Counter(prefixes)
+        alone = next((i for i in np.flatnonzero(lengths == width) if shared[prefixes[i]] < 2), None)
+        if alone is not None:
+            raise SidrecError(f"{path}: item {alone}: an extra token {tokens[alone][-1]!r} but no other item shares its "
+                              f"first {short} codes, so it is no dedup token; was the index edited?")
     return codes, tokens
 
 
