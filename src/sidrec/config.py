@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
 from sidrec.errors import SidrecError
+from sidrec.io import reading
 
 T = TypeVar("T", bound="StageConfig")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the range numpy accepts
@@ -111,7 +112,9 @@ def read_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise SidrecError(f"{path}: config file does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with reading(path):
+            text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise SidrecError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -32,6 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:  # e.g. a disk filling up mid-write: name the artifact, not an anonymous stream
+        if e.filename is None:
+            e.filename = str(path)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -111,9 +115,87 @@ def read_json(path: str | os.PathLike, hint: str = "") -> Any:
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        with reading(path, hint):
+            text = path.read_text(encoding="utf-8")
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})" + (f"; {hint}" if hint else "")) from None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, hint: str = "") -> Iterator[None]:
+    """Turn what a bad file raises inside the block (OSError, undecodable text, a parser's error, numpy's EOFError)
+    into a one-line SidrecError naming `path` (and `hint`, what to do); anything else propagates unchanged."""
+    from sidrec.errors import SidrecError, file_problem
+
+    try:
+        yield
+    except SidrecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - file_problem decides; the rest is re-raised
+        msg = file_problem(e, path)
+        if msg is None:
+            raise
+        raise SidrecError(msg + (f"; {hint}" if hint else "")) from None
+
+
+def check_file(path: str | os.PathLike, hint: str = "") -> Path:
+    """`path`, if it is a file that can be opened for reading; else a SidrecError saying why (missing, a folder, a
+    symlink loop, no permission)."""
+    from sidrec.errors import SidrecError
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise SidrecError(f"{path}: file does not exist" + (f"; {hint}" if hint else ""))
+    with reading(path, hint), open(path, "rb"):
+        pass
+    return path
+
+
+def check_folder(path: str | os.PathLike, what: str = "folder", hint: str = "") -> Path:
+    """`path`, if it is a folder; else a SidrecError saying why (missing, a file, a symlink loop, no permission)."""
+    from sidrec.errors import SidrecError
+
+    path = Path(path)
+    tail = f"; {hint}" if hint else ""
+    if not os.path.lexists(path):
+        raise SidrecError(f"{path}: {what} does not exist{tail}")
+    with reading(path, hint):
+        os.stat(path)
+    if not path.is_dir():
+        raise SidrecError(f"{path}: is a file where a {what} is expected{tail}")
+    return path
+
+
+def read_npy(path: str | os.PathLike, mmap_mode: str | None = None, hint: str = ""):
+    """A .npy array (no pickles); an empty, truncated or foreign file is a SidrecError naming it."""
+    import numpy as np
+
+    from sidrec.errors import REMAKE, SidrecError
+
+    path = Path(path)
+    with reading(path, hint):
+        try:
+            return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        except (ValueError, EOFError) as e:  # numpy: "No data left in file", bad magic string, pickled object arrays
+            raise SidrecError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:200]}); {REMAKE}"
+                              + (f"; {hint}" if hint else "")) from None
+
+
+def read_parquet(path: str | os.PathLike, hint: str = ""):
+    """A pyarrow Table; a missing, empty, truncated or foreign file is a SidrecError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sidrec.errors import REMAKE, SidrecError
+
+    path = Path(path)
+    with reading(path, hint):
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as e:
+            raise SidrecError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]}); {REMAKE}"
+                              + (f"; {hint}" if hint else "")) from None
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:

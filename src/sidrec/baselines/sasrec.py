@@ -27,7 +27,7 @@ from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
 from sidrec.evaluate import hr_ndcg, write_evaluation
 from sidrec.evaluate.harness import MAX_PREDICTIONS
-from sidrec.io import atomic_path, read_manifest, write_json, write_jsonl, write_manifest
+from sidrec.io import atomic_path, read_manifest, reading, write_json, write_jsonl, write_manifest
 
 WEIGHTS = "model.safetensors"
 ARCH = "config.json"
@@ -272,8 +272,9 @@ class SasrecScorer:
             arch = json.loads((folder / ARCH).read_text())
             model = SASRec(**{k: arch[k] for k in ("num_items", "hidden", "blocks", "heads", "dropout", "max_len",
                                                    "ffn_mult")})
-            model.load_state_dict(load_file(str(folder / WEIGHTS)))
-        except (KeyError, json.JSONDecodeError, RuntimeError) as e:
+            with reading(folder / WEIGHTS, hint="retrain"):
+                model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError, RuntimeError) as e:
             raise SidrecError(f"{folder}: SASRec checkpoint is unreadable or does not match its config ({e})") from None
         if threads is not None:
             torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sidrec.cli.app import data_app
 
@@ -22,6 +23,8 @@ def import_minionerec_cmd(
 
     ds = import_minionerec(src, out, max_history=max_history)
     console.print(f"imported {src} -> {out}: {ds.counts()}")
+    for line in ds.meta.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
 
 
 @data_app.command("export-minionerec")

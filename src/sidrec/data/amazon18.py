@@ -28,8 +28,9 @@ import polars as pl
 
 from sidrec.data.canonical import Dataset
 from sidrec.data.download import download
-from sidrec.data.preprocess import amazon_title, build_dataset, clean_text
+from sidrec.data.preprocess import amazon_title, build_dataset, clean_text, to_seconds
 from sidrec.errors import SidrecError
+from sidrec.io import check_file
 
 AMAZON18_URL = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2"
 REVIEW_FIELDS = {"reviewerID": "user", "asin": "item", "unixReviewTime": "timestamp"}
@@ -68,10 +69,15 @@ def parse_line(path: Path, n: int, line: bytes) -> dict | None:
     if not text:
         return None
     try:
-        obj = json.loads(text)
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SidrecError(f"{path}:{n}: not UTF-8 text (byte 0x{text[e.start:e.start + 1].hex()} at column "
+                          f"{e.start + 1}); re-download the file or convert it to UTF-8") from None
+    try:
+        obj = json.loads(decoded)
     except ValueError:
         try:
-            obj = ast.literal_eval(text.decode("utf-8", "replace")) if text.startswith(b"{") else None
+            obj = ast.literal_eval(decoded) if decoded.startswith("{") else None
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             obj = None
     if not isinstance(obj, dict):
@@ -216,10 +222,11 @@ def preprocess_amazon18(
             meta = download(meta_url, cache / meta_url.rsplit("/", 1)[1], progress=progress)
     reviews, meta = Path(reviews), Path(meta)
     for p in (reviews, meta):
-        if not p.is_file():
-            raise SidrecError(f"{p}: file does not exist")
+        check_file(p)
 
     inter, skipped = read_reviews(reviews)
+    secs, time_unit = to_seconds(inter["timestamp"], lambda r: f"{reviews}: review {r + 1}")
+    inter = inter.with_columns(timestamp=secs)
     items, meta_skipped = read_meta(meta, wanted=set(inter["item"].unique().to_list()))
     for k, v in meta_skipped.items():
         skipped[k] = skipped.get(k, 0) + v
@@ -227,6 +234,7 @@ def preprocess_amazon18(
               "max_history": max_history}
     ds = build_dataset(inter, items, source=str(reviews), items_source=str(meta), name=category, start=start, end=end,
                        user_k=user_k, item_k=item_k, max_history=max_history, skipped=skipped,
-                       meta={"source": "amazon18", "reviews": str(reviews), "metadata": str(meta)})
+                       meta={"source": "amazon18", "reviews": str(reviews), "metadata": str(meta),
+                             "time_unit": time_unit})
     ds.save(out, stage="data", config=config, inputs={"reviews": reviews, "meta": meta}, seconds=time.time() - t0)
     return ds

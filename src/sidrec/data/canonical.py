@@ -13,7 +13,6 @@ Layout (documented in docs/data_format.md)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, read_manifest, write_json, write_manifest
+from sidrec.io import atomic_path, check_folder, read_json, read_manifest, read_parquet, write_json, write_manifest
 
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
@@ -183,23 +182,32 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path, validate: bool = True) -> "Dataset":
         folder = Path(folder)
-        if not folder.is_dir():
-            raise SidrecError(f"{folder}: dataset folder does not exist (make one with `sidrec data import-minionerec` "
-                              f"or `sidrec data amazon18`)")
+        check_folder(folder, "dataset folder",
+                     "make one with `sidrec data import-minionerec` or `sidrec data amazon18`")
         if not (folder / "items.parquet").exists():
             raise SidrecError(f"{folder}: not a sidrec dataset folder (no items.parquet). If it is a MiniOneRec folder, "
                               f"run `sidrec data import-minionerec {folder} --out DIR` first")
         if read_manifest(folder) is None:
             raise SidrecError(f"{folder}: no manifest.json, so the folder was not finished; re-run the data stage")
-        items = pq.read_table(folder / "items.parquet").to_pandas()
+        redo = "re-run the data stage that wrote the folder"
+        tables = {}
+        for name, schema in (("items", ITEM_SCHEMA), ("users", USER_SCHEMA), *((s, SPLIT_SCHEMA) for s in SPLITS)):
+            path = folder / f"{name}.parquet"
+            table = read_parquet(path, hint=redo)
+            missing = [c for c in schema.names if c not in table.column_names]
+            if missing:
+                raise SidrecError(f"{path}: missing column(s) {missing}; {redo}")
+            tables[name] = table.to_pandas()
+        items, users = tables["items"], tables["users"]
         items["categories"] = [list(c) if c is not None else [] for c in items["categories"]]
-        users = pq.read_table(folder / "users.parquet").to_pandas()
         splits = {}
         for name in SPLITS:
-            df = pq.read_table(folder / f"{name}.parquet").to_pandas()
+            df = tables[name]
             df["history"] = [list(map(int, h)) for h in df["history"]]
             splits[name] = df
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = read_json(folder / "meta.json", hint=redo)
+        if not isinstance(meta, dict):
+            raise SidrecError(f"{folder / 'meta.json'}: expected a JSON object, got {type(meta).__name__}; {redo}")
         ds = cls(items=items, splits=splits, users=users, meta=meta)
         if validate:
             ds.validate(source=str(folder))

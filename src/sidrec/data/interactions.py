@@ -5,7 +5,8 @@ Item titles are cleaned of HTML but not held to Amazon's length rule.
 
 Bad input policy:
 - errors (SidrecError naming file:line, or file:row for Parquet): a missing column, an empty user/item/time cell, a
-  time that is neither an integer Unix time (seconds) nor a date/datetime, an item id listed twice in the items file;
+  time that is neither an integer Unix time nor a date/datetime, integer times in mixed units (s, ms, us and ns are
+  told apart by size and converted to seconds; `meta["time_unit"]` says which), an item id listed twice;
 - counted skips (in `meta["skipped"]`): items without a title (`items_without_title`) and interactions whose item is
   not in the items file or has no title (`interactions_without_item`).
 """
@@ -18,8 +19,9 @@ from pathlib import Path
 import polars as pl
 
 from sidrec.data.canonical import Dataset
-from sidrec.data.preprocess import build_dataset, clean_text
+from sidrec.data.preprocess import build_dataset, clean_text, to_seconds
 from sidrec.errors import SidrecError
+from sidrec.io import check_file
 
 CATEGORY_SEP = "|"  # how a CSV cell lists several categories
 
@@ -29,8 +31,7 @@ def _is_parquet(path: Path) -> bool:
 
 
 def _scan(path: Path, text_cols: list[str]) -> pl.LazyFrame:
-    if not path.is_file():
-        raise SidrecError(f"{path}: file does not exist")
+    check_file(path)
     try:
         if _is_parquet(path):
             lf = pl.scan_parquet(path)
@@ -83,28 +84,26 @@ def _read(path: Path, need: dict[str, str], optional: dict[str, str | None], ids
     return df
 
 
-def _epoch_seconds(df: pl.DataFrame, path: Path, col: str) -> pl.DataFrame:
+def _epoch_seconds(df: pl.DataFrame, path: Path, col: str) -> tuple[pl.DataFrame, str]:
+    """Times as Unix seconds, and the unit they came in: integer Unix times in s, ms, us or ns (told apart by size,
+    so --start/--end compare like with like) or dates/datetimes ("date")."""
     t = df["timestamp"]
-    if t.dtype.is_integer():
-        secs = t.cast(pl.Int64)
-    elif t.dtype.is_float():
-        secs = t.cast(pl.Int64, strict=False)
-    elif t.dtype == pl.Date or isinstance(t.dtype, pl.Datetime):
-        secs = t.dt.epoch("s")  # time-zone aware ones count from UTC too
-    else:  # text: integer seconds or ISO dates
-        t = t.cast(pl.String)
-        secs = t.cast(pl.Int64, strict=False)
-        if secs.is_null().any():
-            try:
+    if t.dtype == pl.Date or isinstance(t.dtype, pl.Datetime):
+        secs, unit = t.dt.epoch("s"), "date"  # time-zone aware ones count from UTC too
+    else:
+        ints = t.cast(pl.Int64, strict=False)  # floats truncate; text that is no integer becomes null
+        secs, unit = to_seconds(ints, lambda r: _where(path, r)) if ints.drop_nulls().len() else (ints, "date")
+        if t.dtype == pl.String and secs.is_null().any():
+            try:  # text: ISO dates
                 secs = secs.fill_null(t.str.to_datetime(strict=False).dt.epoch("s"))
             except pl.exceptions.PolarsError:  # no common date format: the unparsed cells are reported below
                 pass
     bad = secs.is_null()
     if bad.any():
         r = int(bad.arg_max())
-        raise SidrecError(f"{_where(path, r)}: '{col}' value {df['timestamp'][r]!r} is not a Unix time in seconds "
-                          f"or a date/datetime")
-    return df.with_columns(timestamp=secs)
+        raise SidrecError(f"{_where(path, r)}: '{col}' value {df['timestamp'][r]!r} is not a Unix time (s, ms, us "
+                          f"or ns) or a date/datetime")
+    return df.with_columns(timestamp=secs), unit
 
 
 def import_interactions(
@@ -149,7 +148,7 @@ def import_interactions(
     inter = _read(interactions, {"user_col": user_col, "item_col": item_col, "time_col": time_col}, {},
                   ids=["user_col", "item_col"], nonempty=["user_col", "item_col", "time_col"], text=("time_col",))
     inter = inter.rename({"user_col": "user", "item_col": "item", "time_col": "timestamp"})
-    inter = _epoch_seconds(inter, interactions, time_col)
+    inter, time_unit = _epoch_seconds(inter, interactions, time_col)
 
     names = _scan(items, [item_id_col]).collect_schema().names()
     optional = {
@@ -175,7 +174,8 @@ def import_interactions(
     ds = build_dataset(inter.select("user", "item", "timestamp", "row"), item_df, source=str(interactions),
                        items_source=str(items), name=name or interactions.stem, start=start, end=end, user_k=user_k,
                        item_k=item_k, max_history=max_history, skipped=skipped,
-                       meta={"source": "interactions", "interactions": str(interactions), "items": str(items)})
+                       meta={"source": "interactions", "interactions": str(interactions), "items": str(items),
+                             "time_unit": time_unit})
     ds.save(out, stage="data", config=config, inputs={"interactions": interactions, "items": items},
             seconds=time.time() - t0)
     return ds

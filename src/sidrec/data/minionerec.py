@@ -17,8 +17,8 @@ stringified lists); the embedding stage cleans text, not the importer.
 
 from __future__ import annotations
 
-import ast
 import json
+import re
 import time
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 from sidrec.data.canonical import SPLITS, Dataset
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, write_manifest, write_text
+from sidrec.io import atomic_path, check_folder, read_json, reading, write_manifest, write_text
 from sidrec.sid.io import load_sids
 
 CSV_COLUMNS = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
@@ -48,8 +48,7 @@ def _one(folder: Path, pattern: str, what: str, required: bool = True) -> Path |
 
 
 def find_layout(src: Path) -> dict:
-    if not src.is_dir():
-        raise SidrecError(f"{src}: MiniOneRec folder does not exist")
+    check_folder(src, "MiniOneRec folder")
     layout = {s: _one(src / s, "*.csv", f"{s} split CSV") for s in SPLITS}
     layout["item_json"] = _one(src / "index", "*.item.json", "item catalogue")
     layout["index_json"] = _one(src / "index", "*.index.json", "SID index", required=False)
@@ -63,21 +62,48 @@ def find_layout(src: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- reading
-def _parse_list(text: str, path: Path, line: int, column: str) -> list:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise SidrecError(f"{path}:{line}: column '{column}' is not a Python list literal: {text[:60]!r}") from None
-    if not isinstance(value, list):
-        raise SidrecError(f"{path}:{line}: column '{column}' should be a list, got {type(value).__name__}")
-    return value
+_INT = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() and int() also accept "١٢"
+_USER = re.compile(r"A?([0-9]+)")
+# A list of ints, checked by two linear scans without a backtracking stack (one regex with a repeated group needs
+# ~100 bytes of memory per character: 5 GB for a 50 MB cell): only list characters, and none of the bad joints.
+_LIST_CHARS = re.compile(r"\[[0-9,\s-]*\]")
+_LIST_BAD = re.compile(r",\s*,|[0-9]\s+-?[0-9]|-(?![0-9])|[0-9]-|\[\s*,|,\s*\]")
+_SID_STR = re.compile(r"(?:<[a-z]_[0-9]+>)+")
+# Columns derived from the ids and not read: a malformed cell there is counted and reported, not an error.
+UNREAD_CHECKS = {
+    "history_item_title": lambda v: v.startswith("[") and v.endswith("]"),
+    "history_item_sid": lambda v: v.startswith("[") and v.endswith("]"),
+    "item_sid": lambda v: _SID_STR.fullmatch(v) is not None,
+}
 
 
-def read_split_csv(path: Path, num_items: int) -> pd.DataFrame:
+def parse_history(text: str, path: Path, line: int, max_history: int,
+                  column: str = "history_item_id") -> tuple[list[int], bool]:
+    """The last `max_history` ids of a list cell like "[3, 17, 5]", and whether it was longer.
+
+    The whole cell is checked by one regex (no Python object per element), and only the kept tail is split, so a
+    huge cell costs its length in bytes, not a Python int per element."""
+    text = text.strip()
+    if _LIST_CHARS.fullmatch(text) is None or _LIST_BAD.search(text) is not None:
+        raise SidrecError(f"{path}:{line}: column '{column}' is not a Python list of integers like [3, 17, 5]: "
+                          f"{text[:60]!r}")
+    parts = text[1:-1].rsplit(",", max_history)
+    cut = len(parts) > max_history
+    ids = [int(x) for x in parts[-max_history:] if x.strip()]
+    return ids, cut
+
+
+def read_split_csv(path: Path, num_items: int, max_history: int = 10, report: dict | None = None) -> pd.DataFrame:
+    """(user, history, target) of a MiniOneRec split CSV; histories keep their last `max_history` ids.
+
+    `report` (if given) collects what is counted rather than rejected: `truncated_histories` and, per derived
+    column that is not read, `malformed_<column>` as [count, first file:line]."""
+    report = {} if report is None else report
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as e:
-        raise SidrecError(f"{path}: not a readable CSV ({e})") from None
+        with reading(path):
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise SidrecError(f"{path}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
     missing = [c for c in ("user_id", "history_item_id", "item_id") if c not in df.columns]
     if missing:
         raise SidrecError(f"{path}: missing column(s) {missing}; expected MiniOneRec's header {','.join(CSV_COLUMNS)}")
@@ -85,46 +111,69 @@ def read_split_csv(path: Path, num_items: int) -> pd.DataFrame:
         raise SidrecError(f"{path}: the split has no rows")
     users, histories, targets = [], [], []
     for i, (user, hist, target) in enumerate(zip(df["user_id"], df["history_item_id"], df["item_id"])):
-        line = i + 2  # 1-based, after the header
-        u = user[1:] if user.startswith("A") else user
-        if not u.isdigit():
-            raise SidrecError(f"{path}:{line}: user_id {user!r} is not of MiniOneRec's form 'A<number>'")
-        h = _parse_list(hist, path, line, "history_item_id")
-        if not target.lstrip("-").isdigit():
-            raise SidrecError(f"{path}:{line}: item_id {target!r} is not an integer")
+        line = i + 2  # 1-based, after the header (a quoted cell with a newline shifts this; pandas hides it)
+        m = _USER.fullmatch(user)
+        if m is None:
+            raise SidrecError(f"{path}:{line}: user_id {user[:40]!r} is not of MiniOneRec's form 'A<number>'")
+        h, cut = parse_history(hist, path, line, max_history)
+        report["truncated_histories"] = report.get("truncated_histories", 0) + cut
+        if _INT.fullmatch(target.strip()) is None:
+            raise SidrecError(f"{path}:{line}: item_id {target[:40]!r} is not an integer")
         t = int(target)
         for it in [*h, t]:
-            if not isinstance(it, int) or not 0 <= it < num_items:
+            if not 0 <= it < num_items:
                 raise SidrecError(f"{path}:{line}: item id {it!r} is not in the catalogue of {num_items} items "
                                   f"(index/*.item.json)")
         if not h:
             raise SidrecError(f"{path}:{line}: empty history")
-        users.append(int(u))
+        users.append(int(m[1]))
         histories.append(h)
         targets.append(t)
+    for column, ok in UNREAD_CHECKS.items():
+        if column in df.columns:
+            bad = [i for i, v in enumerate(df[column]) if not ok(v.strip())]
+            if bad:
+                n, first = report.get(f"malformed_{column}", [0, f"{path}:{bad[0] + 2}"])
+                report[f"malformed_{column}"] = [n + len(bad), first]
     return pd.DataFrame({"user": users, "history": histories, "target": targets, "timestamp": None})
 
 
+ITEM_TEXT_FIELDS = ("title", "description", "brand", "asin")
+
+
 def read_item_json(path: Path) -> pd.DataFrame:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    ids = sorted(int(k) for k in raw)
+    raw = read_json(path, hint="MiniOneRec's index/*.item.json maps item ids to {title, description, brand, "
+                               "categories}")
+    if not isinstance(raw, dict) or not raw:
+        raise SidrecError(f"{path}: expected a non-empty JSON object item_id -> {{title, ...}}, got "
+                          f"{type(raw).__name__}")
+    bad = next((k for k in raw if not re.fullmatch(r"0|[1-9][0-9]*", k)), None)
+    if bad is not None:
+        raise SidrecError(f"{path}: item id {bad[:40]!r} is not a plain integer (ASCII digits, no sign or spaces)")
+    keys = {int(k): k for k in raw}
+    ids = sorted(keys)
     if ids != list(range(len(ids))):
         raise SidrecError(f"{path}: item ids must be 0..{len(ids) - 1} without gaps")
     rows = []
     for i in ids:
-        meta = raw[str(i)]
+        meta = raw[keys[i]]
         if not isinstance(meta, dict) or not meta.get("title"):
             raise SidrecError(f"{path}: item {i} has no title")
+        for f in ITEM_TEXT_FIELDS:
+            if meta.get(f) is not None and not isinstance(meta[f], str):
+                raise SidrecError(f"{path}: item {i}: field '{f}' should be text, got {type(meta[f]).__name__} "
+                                  f"{str(meta[f])[:40]!r}")
         cats = meta.get("categories") or []
+        cats = [cats] if isinstance(cats, str) else cats
+        if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+            raise SidrecError(f"{path}: item {i}: field 'categories' should be text or a list of text, got "
+                              f"{str(meta.get('categories'))[:40]!r}")
         rows.append({
             "item_id": i,
             "title": meta["title"],
             "description": meta.get("description") or "",
             "brand": meta.get("brand") or "",
-            "categories": [cats] if isinstance(cats, str) else list(cats),
+            "categories": list(cats),
             "asin": meta.get("asin"),
         })
     return pd.DataFrame(rows)
@@ -136,8 +185,9 @@ def import_minionerec(src: str | Path, out: str | Path, max_history: int = 10) -
     src, out = Path(src), Path(out)
     layout = find_layout(src)
     items = read_item_json(layout["item_json"])
-    splits = {s: read_split_csv(layout[s], len(items)) for s in SPLITS}
-    _check_inter_files(layout, splits)
+    report: dict = {}
+    splits = {s: read_split_csv(layout[s], len(items), max_history, report) for s in SPLITS}
+    _check_inter_files(layout, splits, max_history)
     users = sorted(set().union(*(set(df["user"]) for df in splits.values())))
     users_df = pd.DataFrame({"user": users, "user_raw": [f"A{u}" for u in users]})
     meta = {
@@ -147,6 +197,7 @@ def import_minionerec(src: str | Path, out: str | Path, max_history: int = 10) -
         "minionerec_stem": layout["stem"],
         "max_history": max_history,
         "timestamps": False,
+        "warnings": _warnings(report, max_history),
     }
     ds = Dataset.from_frames(items, splits, users=users_df, meta=meta)
     inputs = {s: layout[s] for s in SPLITS} | {"item_json": layout["item_json"]}
@@ -163,18 +214,36 @@ def import_minionerec(src: str | Path, out: str | Path, max_history: int = 10) -
     return ds
 
 
-def _check_inter_files(layout: dict, splits: dict[str, pd.DataFrame]) -> None:
-    """Where `.inter` files exist, they must agree with the CSVs row for row (same users, histories, targets)."""
+def _warnings(report: dict, max_history: int) -> list[str]:
+    """One line per counted oddity of the CSVs (kept in meta.json and printed by the CLI)."""
+    out = []
+    if report.get("truncated_histories"):
+        out.append(f"{report['truncated_histories']} histories longer than max_history={max_history} were cut to "
+                   f"their last {max_history} items")
+    for key, value in sorted(report.items()):
+        if key.startswith("malformed_"):
+            n, first = value
+            out.append(f"{n} rows have a malformed '{key[len('malformed_'):]}' (first at {first}); the column is "
+                       f"derived from the ids and not read, so they were imported from their ids")
+    return out
+
+
+def _check_inter_files(layout: dict, splits: dict[str, pd.DataFrame], max_history: int = 10) -> None:
+    """Where `.inter` files exist, they must agree with the CSVs row for row (same users, histories cut to
+    `max_history` items, targets)."""
     for s in SPLITS:
         path = layout["inter"][s]
         if not path.exists():
             continue
-        lines = path.read_text().splitlines()[1:]
+        with reading(path):
+            lines = path.read_text(encoding="utf-8").splitlines()[1:]
         df = splits[s]
         if len(lines) != len(df):
             raise SidrecError(f"{path}: {len(lines)} rows but {layout[s]} has {len(df)}; the folder is inconsistent")
         for i, (line, u, h, t) in enumerate(zip(lines, df["user"], df["history"], df["target"])):
             parts = line.split("\t")
+            if len(parts) == 3:
+                parts[1] = " ".join(parts[1].rsplit(" ", max_history)[-max_history:])
             if len(parts) != 3 or parts != [str(u), " ".join(map(str, h)), str(t)]:
                 raise SidrecError(f"{path}:{i + 2}: row disagrees with {layout[s].name} line {i + 2}")
 

@@ -75,6 +75,31 @@ def month_start(month: str, what: str = "month") -> int:
     return int(datetime(int(m[1]), int(m[2]), 1, tzinfo=timezone.utc).timestamp())
 
 
+# Unix times in other units, by magnitude: seconds stay below 1e11 until the year 5138, milliseconds since 1973 are
+# above it, and so on. A column is read in the one unit all its values share.
+TIME_UNITS = (("s", 1e11, 1), ("ms", 1e14, 10**3), ("us", 1e17, 10**6), ("ns", float("inf"), 10**9))
+
+
+def to_seconds(t: pl.Series, where) -> tuple[pl.Series, str]:
+    """Integer Unix times in s, ms, us or ns (detected from their size) -> seconds, and the unit found.
+
+    Null values stay null. Mixed units are a SidrecError: `where(row)` names the first value in a minority unit."""
+    size = t.cast(pl.Float64).abs()
+    unit = pl.Series(np.searchsorted([b for _, b, _ in TIME_UNITS], size.fill_null(0).to_numpy(), side="right"))
+    unit = unit.set(size.is_null(), None) if size.null_count() else unit
+    counts = unit.drop_nulls().value_counts(sort=True)
+    if counts.height == 0:
+        return t.cast(pl.Int64), "s"
+    major = int(counts[0, 0])
+    if counts.height > 1:
+        r = int((unit.fill_null(major) != major).arg_max())
+        raise SidrecError(f"{where(r)}: time {t[r]} looks like Unix {TIME_UNITS[int(unit[r])][0]} but most values "
+                          f"are in {TIME_UNITS[major][0]} ({counts[0, 1]} of {unit.len()}); use one unit for the "
+                          f"column")
+    name, _, scale = TIME_UNITS[major]
+    return (t.cast(pl.Int64) // scale), name
+
+
 def window_bounds(start: str | None, end: str | None) -> tuple[int | None, int | None]:
     lo = month_start(start, "start") if start else None
     hi = month_start(end, "end") if end else None

@@ -17,7 +17,7 @@ import pandas as pd
 
 from sidrec.embed.text import FIELDS, PLACEHOLDER, item_texts, texts_hash
 from sidrec.errors import SidrecError
-from sidrec.io import atomic_path, url_reachable, write_json
+from sidrec.io import atomic_path, read_json, read_npy, url_reachable, write_json
 
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
 # Hub commits that hub names load by default, so that the weights cannot change under a name. The bge-small-en-v1.5
@@ -137,9 +137,9 @@ def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str
         wanted["revision"] = revision
     side = sidecar_path(out_file)
     if not force and out_file.exists() and side.exists():
-        old = json.loads(side.read_text())
+        old = read_json(side, hint="delete it (or pass --force) to embed again")
         if all(old.get(k) == v for k, v in wanted.items()):
-            shape = np.load(out_file, mmap_mode="r").shape
+            shape = read_npy(out_file, mmap_mode="r", hint="delete it (or pass --force) to embed again").shape
             if shape[0] == len(texts):
                 return {**old, "reused": True}
 

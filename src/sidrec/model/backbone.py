@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-from sidrec.errors import SidrecError
+from sidrec.errors import REMAKE, SidrecError, file_problem
 from sidrec.model.tokenizer import add_sid_tokens
 from sidrec.train.config import SmallModelConfig
 
@@ -54,8 +54,16 @@ def load_llm(name_or_path: str, sid_tokens: list[str] | None = None, dtype: str 
     except OSError as e:
         hint = ("; offline? download it once and pass the local folder" if not looks_local else "")
         raise SidrecError(f"{name_or_path}: cannot load a model ({str(e).splitlines()[0]}){hint}") from None
-    except ValueError as e:
-        raise SidrecError(f"{name_or_path}: not a causal language model ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file is the user's to fix; anything else propagates
+        msg = file_problem(e, name_or_path)
+        if msg is None and (type(e) is Exception or isinstance(e, KeyError)):  # tokenizers' plain Exception, or a
+            # JSON file of the wrong shape: a malformed tokenizer.json / tokenizer_config.json
+            msg = f"{name_or_path}: the model files cannot be parsed ({type(e).__name__}: {str(e)[:200]}); {REMAKE}"
+        if msg is not None:
+            raise SidrecError(msg) from None
+        if isinstance(e, ValueError):
+            raise SidrecError(f"{name_or_path}: not a causal language model ({str(e).splitlines()[0]})") from None
+        raise
     if sid_tokens:
         if add_sid_tokens(tokenizer, sid_tokens):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)

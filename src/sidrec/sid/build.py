@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from sidrec.errors import SidrecError
-from sidrec.io import read_manifest, write_json, write_manifest
+from sidrec.io import check_file, read_json, read_manifest, read_npy, write_json, write_manifest
 from sidrec.sid.base import SIDEstimator, check_embeddings, sid_quality
 from sidrec.sid.constrained import ConstrainedRQKMeans
 from sidrec.sid.io import INDEX_FILE, load_sids, write_index
@@ -72,12 +71,8 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
     embedding file has rows: row i is item_id i.
     """
     emb_file, out_dir = Path(emb_file), Path(out_dir)
-    if not emb_file.exists():
-        raise SidrecError(f"{emb_file}: embedding file does not exist (make it with `sidrec embed`)")
-    try:
-        X = np.load(emb_file)
-    except ValueError as e:
-        raise SidrecError(f"{emb_file}: not a .npy array ({e})") from None
+    check_file(emb_file, hint="make it with `sidrec embed`")
+    X = read_npy(emb_file, hint="re-run `sidrec embed`")
     X = check_embeddings(X, what=str(emb_file))
     n = _num_items(data_dir)
     if n is not None and n != len(X):
@@ -128,7 +123,7 @@ def read_quality(out: str | Path) -> dict:
     """quality.json of a build folder; for a bare index.json (e.g. the paper's), stats computed from the codes."""
     out = Path(out)
     if out.is_dir() and (out / QUALITY_FILE).exists():
-        return json.loads((out / QUALITY_FILE).read_text())
+        return read_json(out / QUALITY_FILE, hint="re-run `sidrec sid build`")
     codes, _ = load_sids(out)
     width = codes.shape[1]
     codebook = max(256, int(codes.max()) + 1)
