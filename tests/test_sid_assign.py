@@ -164,6 +164,8 @@ def test_bad_inputs_are_one_line_errors(world, tmp_path):
     (tmp_path / "bare-index").mkdir()
     shutil.copy(sids / "index.json", tmp_path / "bare-index")
     fails("no `sidrec sid build` manifest", src=tmp_path / "bare-index")
+    (tmp_path / "bare-index/manifest.json").write_text(json.dumps({"stage": "sid", "config": {"method": "imported"}}))
+    fails("'imported' come without fitted codebooks", src=tmp_path / "bare-index")
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -185,3 +187,18 @@ def test_cli_assign_prints_outcomes_and_summary(world, tmp_path):
                        capture_output=True, text=True, env={**os.environ, "COLUMNS": "1000"})
     assert r.returncode == 2 and "item id file does not exist" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_full_bucket_sends_the_item_up_a_level_and_a_full_table_is_an_error(tmp_path):
+    X = blobs(20, d=4, centers=3)
+    save_emb(tmp_path / "old.npy", X[:14])
+    build_sids("rqkmeans", tmp_path / "old.npy", None, tmp_path / "s", levels=2, codebook=4, threads=1)
+    est = load_estimator(tmp_path / "s")
+    a = int(est.assign(X[[0]])[0, 0])
+    b = (a + 1) % 4
+    every = [(i, j) for i in range(4) for j in range(4)]
+    taken = np.array([s for s in every if s not in {(b, 1), (b, 2)}])  # bucket a is full; two holes under b
+    codes = est.assign(X[[0, 0]], taken=taken)
+    assert {tuple(r) for r in codes.tolist()} == {(b, 1), (b, 2)} and est.assign_stats_["moved_from_existing"] == 2
+    with pytest.raises(SidrecError, match="all 4\\^2 SIDs .* are taken"):
+        est.assign(X[[1]], taken=np.array(every))

@@ -96,7 +96,7 @@ def assign(
     from sidrec.sid.assign import assign_sids
 
     q = assign_sids(sids, emb, out, data=data, items=items, threads=threads)
-    a, c = q["assign"], Console(highlight=False)
+    a, c = q["assign"], Console(highlight=False, soft_wrap=True)
     c.print(f"{a['kept']} new items kept their own SID")
     c.print(f"{a['moved_from_existing']} collided with an existing SID and moved to the nearest free one")
     c.print(f"{a['moved_from_new']} collided with another new item and moved to the nearest free one")

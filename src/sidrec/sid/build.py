@@ -89,6 +89,9 @@ def load_estimator(folder: str | Path) -> SIDEstimator:
         raise SidrecError(f"{folder}: no `sidrec sid build` manifest.json here; a bare index.json has no codebooks "
                           f"to encode new items with: build the SIDs with `sidrec sid build`")
     cfg = {k: v for k, v in m["config"].items() if k not in ("threads", "assign")}
+    if cfg.get("method") not in METHODS:  # e.g. an imported index.json (the paper's)
+        raise SidrecError(f"{folder}: SIDs from '{cfg.get('method')}' come without fitted codebooks to encode new "
+                          f"items with; build SIDs with `sidrec sid build`")
     est = make_estimator(cfg.pop("method"), **cfg)
     try:
         return est.load_state(folder)
