@@ -95,6 +95,9 @@ def test_saved_state_encodes_the_catalogue_as_built_and_assign_is_deterministic(
     assign_sids(root / method, new, root / f"{method}-b", threads=1)
     assign_sids(root / method, new, root / f"{method}-c", threads=1)
     assert (root / f"{method}-b/index.json").read_bytes() == (root / f"{method}-c/index.json").read_bytes()
+    assign_sids(root / "rqvae", new, root / f"{method}-c", threads=1)  # over another method's output: no stale state
+    assert not (root / f"{method}-c/prices.npz").exists() and (root / f"{method}-c/model.safetensors").exists()
+    assert load_estimator(root / f"{method}-c").method == "rqvae"
     # the estimator API gives the same SIDs as the command, and can assign again from the new folder
     codes = load_estimator(root / method).assign(X[N_OLD:], taken=load_sids(root / method)[0])
     np.testing.assert_array_equal(codes, load_sids(root / f"{method}-b")[0][N_OLD:])

@@ -125,8 +125,11 @@ def assign_sids(sids, emb_file, out_dir, data=None, items=None, threads: int | N
     stats["collisions_resolved"] = stats["moved_from_existing"] + stats["moved_from_new"]
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_manifest(out_dir) or {}
     (out_dir / "manifest.json").unlink(missing_ok=True)  # an unfinished folder must not look finished
     state = [f for f in parent.get("files", []) if f not in (INDEX_FILE, QUALITY_FILE)]
+    for stale in set(previous.get("files", [])) - {INDEX_FILE, QUALITY_FILE, *state}:  # as build_sids does
+        (out_dir / Path(stale).name).unlink(missing_ok=True)
     for name in state:
         with atomic_path(out_dir / name) as tmp:
             shutil.copyfile(sids / name, tmp)
