@@ -81,3 +81,24 @@ def inspect(out: Path = typer.Argument(..., help="A `sid build` folder, or any M
     from sidrec.sid.build import quality_table, read_quality
 
     Console().print(quality_table(read_quality(out)))
+
+
+@sid_app.command("assign")
+def assign(
+    sids: Path = typer.Option(..., "--sids", help="A `sid build` folder (read only)."),
+    emb: Path = typer.Option(..., "--emb", help="The new items' embeddings (`sidrec embed`, the build's model)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The grown dataset: its items beyond the index are new."),
+    items: Optional[Path] = typer.Option(None, "--items", help="New item ids, one per line, row i of --emb each."),
+    out: Path = typer.Option(..., "--out", help="New SID folder: old SIDs unchanged plus the new items'."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Cap CPU threads."),
+) -> None:
+    """Give new items SIDs with a build's fitted codebooks: no refit, no existing SID changes."""
+    from sidrec.sid.assign import assign_sids
+
+    q = assign_sids(sids, emb, out, data=data, items=items, threads=threads)
+    a, c = q["assign"], Console(highlight=False, soft_wrap=True)
+    c.print(f"{a['kept']} new items kept their own SID")
+    c.print(f"{a['moved_from_existing']} collided with an existing SID and moved to the nearest free one")
+    c.print(f"{a['moved_from_new']} collided with another new item and moved to the nearest free one")
+    c.print(f"{a['items']} new items assigned (ids {a['ids'][0]}..{a['ids'][1]}), {a['collisions_resolved']} "
+            f"collisions resolved; {q['num_items']} items, {q['after']['collision_groups']} colliding SIDs -> {out}")

@@ -148,14 +148,17 @@ class SIDEstimator:
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def encode_raw(self, X) -> np.ndarray:
-        """Codes before collision handling (n, levels)."""
+    def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "codebooks_"):
-            raise SidrecError(f"{type(self).__name__} is not fitted; call fit(X) first")
+            raise SidrecError(f"{type(self).__name__} is not fitted; call fit(X) first (or load_state(folder))")
         X = check_embeddings(X)
         if X.shape[1] != self.dim_:
             raise SidrecError(f"embeddings have dimension {X.shape[1]} but the model was fitted on {self.dim_}")
-        return self._assign(self._latent(X))
+        return X
+
+    def encode_raw(self, X) -> np.ndarray:
+        """Codes before collision handling (n, levels)."""
+        return self._assign(self._latent(self._check_fitted(X)))
 
     def encode(self, X) -> np.ndarray:
         """Collision-free codes: (n, levels) for 'reassign'; (n, levels + 1) with -1 padding for 'dedup-level'."""
@@ -168,6 +171,82 @@ class SIDEstimator:
 
     def fit_encode(self, X) -> np.ndarray:
         return self.fit(X).encode(X)
+
+    # ----------------------------------------------------------- new items
+    def load_state(self, folder: str | Path) -> "SIDEstimator":
+        """Read back what `save` wrote (a missing file raises FileNotFoundError; `load_estimator` reports it)."""
+        with np.load(Path(folder) / "codebooks.npz") as z:
+            self.codebooks_ = [z[f"level_{i}"] for i in range(self.levels)]
+        self.dim_ = int(self.codebooks_[0].shape[1])
+        return self
+
+    def _scores(self, R: np.ndarray, level: int) -> np.ndarray:
+        """Cost of each code of `level` for residuals R (n, K): a new item takes the cheapest free one. The nearest
+        code here; the balanced methods subtract their fitted cluster prices."""
+        return sq_dists(R, self.codebooks_[level])
+
+    def assign(self, X, taken=None) -> np.ndarray:
+        """Full-length codes (n, levels) for new items that leave every SID in `taken` (an existing table, -1 pads) as
+        it is; nothing is refitted.
+
+        Each item gets its own cheapest code per level (`_scores`; no balancing across the batch, so an item's raw
+        code does not depend on the other new items). An item whose SID is taken, by an existing item or by a new
+        one placed before it (closest to its raw code first, as `reassign`), moves to the cheapest free code of its
+        last level; if that bucket is full, to the cheapest higher-level code whose subtree has room. SIDs in
+        `taken` count by their first `levels` codes, so a new SID is never the prefix of a dedup-level one.
+        `assign_stats_` counts the moves.
+        """
+        Z = self._latent(self._check_fitted(X))
+        L, K = self.levels, self.codebook
+        used, count = set(), {}
+
+        def occupy(sid):
+            used.add(sid)
+            for p in range(L):
+                count[sid[:p]] = count.get(sid[:p], 0) + 1
+
+        if taken is not None:
+            T = np.asarray(taken, dtype=np.int64)
+            if T.ndim != 2 or T.shape[1] < L or (T[:, :L] < 0).any():
+                raise SidrecError(f"existing SIDs: expected {L} codes per item, got a table of shape {T.shape}")
+            for sid in set(map(tuple, T[:, :L].tolist())):
+                occupy(sid)
+        existing = set(used)
+        raw = np.empty((len(Z), L), dtype=np.int64)
+        R = Z.astype(np.float32, copy=True)
+        for level, C in enumerate(self.codebooks_):
+            raw[:, level] = self._scores(R, level).argmin(1)
+            R -= C[raw[:, level]]
+        codes = raw.copy()
+        stats = {"items": len(Z), "kept": 0, "moved_from_existing": 0, "moved_from_new": 0}
+        for i in np.lexsort((np.arange(len(Z)), (R.astype(np.float64) ** 2).sum(1))):
+            sid = tuple(raw[i].tolist())
+            if sid in used:
+                stats["moved_from_existing" if sid in existing else "moved_from_new"] += 1
+                sid = self._nearest_free(Z[i].astype(np.float32), (), used, count)
+                if sid is None:
+                    raise SidrecError(f"all {K}^{L} SIDs of {L} levels x {K} codes are taken; no room for new items "
+                                      f"at fixed length: rebuild with a larger codebook or more levels")
+            else:
+                stats["kept"] += 1
+            occupy(sid)
+            codes[i] = sid
+        self.codes_raw_, self.assign_stats_ = raw, stats
+        return codes
+
+    def _nearest_free(self, r: np.ndarray, prefix: tuple, used: set, count: dict) -> tuple | None:
+        """Depth-first over codes in `_scores` order, skipping subtrees without a free SID."""
+        level = len(prefix)
+        if level == self.levels:
+            return None if prefix in used else prefix
+        if count.get(prefix, 0) >= self.codebook ** (self.levels - level):
+            return None
+        C = self.codebooks_[level]
+        for c in np.argsort(self._scores(r[None], level)[0], kind="stable").tolist():
+            found = self._nearest_free(r - C[c], (*prefix, c), used, count)
+            if found is not None:
+                return found
+        return None
 
     # ----------------------------------------------------------- residual geometry
     def _quantized(self, codes: np.ndarray) -> np.ndarray:

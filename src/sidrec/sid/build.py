@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,45 @@ def thread_limit(threads: int | None):
         torch.set_num_threads(old_torch)
 
 
+def load_npy(emb_file: Path) -> np.ndarray:
+    check_file(emb_file, hint="make it with `sidrec embed`")
+    return read_npy(emb_file, hint="re-run `sidrec embed`")
+
+
+EMBEDDING_KEYS = ("model", "revision", "normalize", "dim")  # what fixes the embedding space (not the item texts)
+
+
+def embedding_record(emb_file: Path) -> dict | None:
+    """The part of an embedding file's sidecar (`sidrec embed`) that says which space its vectors live in."""
+    from sidrec.embed.encoder import sidecar_path
+
+    side = sidecar_path(emb_file)
+    if not side.exists():
+        return None
+    info = read_json(side)
+    return {k: info.get(k) for k in EMBEDDING_KEYS} if isinstance(info, dict) else None
+
+
+def load_estimator(folder: str | Path) -> SIDEstimator:
+    """The fitted estimator of a `sid build` folder (method and settings from its manifest, state from its files)."""
+    folder = Path(folder)
+    m = read_manifest(folder)
+    if m is None or m.get("stage") != "sid" or not isinstance(m.get("config"), dict):
+        raise SidrecError(f"{folder}: no `sidrec sid build` manifest.json here; a bare index.json has no codebooks "
+                          f"to encode new items with: build the SIDs with `sidrec sid build`")
+    cfg = {k: v for k, v in m["config"].items() if k not in ("threads", "assign")}
+    if cfg.get("method") not in METHODS:  # e.g. an imported index.json (the paper's)
+        raise SidrecError(f"{folder}: SIDs from '{cfg.get('method')}' come without fitted codebooks to encode new "
+                          f"items with; build SIDs with `sidrec sid build`")
+    est = make_estimator(cfg.pop("method"), **cfg)
+    try:
+        return est.load_state(folder)
+    except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
+        missing = Path(e.filename).name if getattr(e, "filename", None) else str(e).splitlines()[0]
+        raise SidrecError(f"{folder}: the fitted {est.method} state is missing or incomplete ({missing}); rebuild "
+                          f"with `sidrec sid build` to encode new items") from None
+
+
 def _num_items(data_dir) -> int | None:
     if data_dir is None:
         return None
@@ -71,9 +111,7 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
     embedding file has rows: row i is item_id i.
     """
     emb_file, out_dir = Path(emb_file), Path(out_dir)
-    check_file(emb_file, hint="make it with `sidrec embed`")
-    X = read_npy(emb_file, hint="re-run `sidrec embed`")
-    X = check_embeddings(X, what=str(emb_file))
+    X = check_embeddings(load_npy(emb_file), what=str(emb_file))
     n = _num_items(data_dir)
     if n is not None and n != len(X):
         where = data_dir if isinstance(data_dir, (str, Path)) else "the dataset"
@@ -115,7 +153,7 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
         (out_dir / Path(stale).name).unlink(missing_ok=True)
     write_manifest(out_dir, "sid", config={"method": method, **est.params(), "threads": threads},
                    inputs={"embeddings": emb_file}, seconds=seconds,
-                   extra={"files": [INDEX_FILE, QUALITY_FILE, *files]})
+                   extra={"files": [INDEX_FILE, QUALITY_FILE, *files], "embedding": embedding_record(emb_file)})
     return quality
 
 

@@ -133,11 +133,32 @@ class ConstrainedRQKMeans(SIDEstimator):
             R -= C[codes[:, level]]
         return codes
 
-    def save(self, folder) -> list[str]:
-        from sidrec.io import atomic_path
-        from pathlib import Path
+    def _scores(self, R: np.ndarray, level: int) -> np.ndarray:
+        # a new item takes its cheapest cluster at the fitted prices: the balanced partition's rule for one item,
+        # without rebalancing the new batch among itself
+        return sq_dists(R, self.codebooks_[level]) - self.prices_[level][None, :]
 
-        names = super().save(folder)
-        with atomic_path(Path(folder) / "prices.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"level_{i}": g for i, g in enumerate(self.prices_)})
-        return names + ["prices.npz"]
+    def save(self, folder) -> list[str]:
+        return super().save(folder) + save_prices(folder, self.prices_)
+
+    def load_state(self, folder) -> "ConstrainedRQKMeans":
+        super().load_state(folder)
+        self.prices_ = load_prices(folder, self.levels)
+        return self
+
+
+def save_prices(folder, prices) -> list[str]:
+    from pathlib import Path
+
+    from sidrec.io import atomic_path
+
+    with atomic_path(Path(folder) / "prices.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{f"level_{i}": g for i, g in enumerate(prices)})
+    return ["prices.npz"]
+
+
+def load_prices(folder, levels: int) -> list[np.ndarray]:
+    from pathlib import Path
+
+    with np.load(Path(folder) / "prices.npz") as z:
+        return [z[f"level_{i}"] for i in range(levels)]

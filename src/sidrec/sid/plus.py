@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from sidrec.sid.base import sq_dists
-from sidrec.sid.constrained import ConstrainedRQKMeans, balanced_assign
+from sidrec.sid.constrained import ConstrainedRQKMeans, balanced_assign, load_prices, save_prices
 from sidrec.sid.rqvae import TorchRQ
 
 
@@ -46,6 +46,8 @@ class RQKMeansPlus(TorchRQ):
 
         Training uses nearest-code assignment (straight-through); without the balanced step at encode time the
         deeper levels drift to entropies around 0.90-0.95 on Industrial, which is what the warm start was to avoid.
+        `assign` (new items) takes the nearest code instead, the rule training used: a few new items are not a
+        catalogue to balance.
         """
         if not self.balanced or len(Z) < self.codebook:
             return super()._assign(Z)
@@ -55,3 +57,13 @@ class RQKMeansPlus(TorchRQ):
             codes[:, level] = balanced_assign(sq_dists(R, C), prices=self.warm_start_.prices_[level])[0]
             R -= C[codes[:, level]]
         return codes
+
+    def save(self, folder) -> list[str]:
+        # the warm-start prices: `encode` balances with them, so a loaded model encodes the catalogue as built
+        return super().save(folder) + save_prices(folder, self.warm_start_.prices_)
+
+    def load_state(self, folder) -> "RQKMeansPlus":
+        super().load_state(folder)
+        self.warm_start_ = ConstrainedRQKMeans(self.levels, self.codebook, self.seed, iters=self.balance_iters)
+        self.warm_start_.prices_ = load_prices(folder, self.levels)
+        return self

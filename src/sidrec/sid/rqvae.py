@@ -182,6 +182,19 @@ class TorchRQ(SIDEstimator):
             save_file({k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}, str(tmp))
         return names + ["model.safetensors"]
 
+    def load_state(self, folder) -> "TorchRQ":
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(folder) / "model.safetensors"))
+        in_dim = int(state["enc.0.weight"].shape[1])
+        model = ResidualVQModel(in_dim, self.hidden, self.e_dim, self.levels, self.codebook,
+                                residual=self.residual, beta=self.beta)
+        model.load_state_dict(state)
+        self.model_ = model.to(self.device).eval()
+        self.codebooks_ = [C.detach().cpu().numpy().copy() for C in model.codebooks]
+        self.dim_ = in_dim
+        return self
+
 
 class RQVAE(TorchRQ):
     method = "rqvae"
