@@ -42,7 +42,7 @@ LEDGER = "pipeline.json"
 LOCK = ".lock"
 LOG = "log.txt"
 RESOLVED = "config.yaml"
-console = Console()
+console = Console(soft_wrap=True)  # paths and numbers are never broken across lines
 
 
 class ScorerConfig(StageConfig):
@@ -257,6 +257,7 @@ class RunLock:
         import json
         import platform
 
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         me = json.dumps({"pid": os.getpid(), "host": platform.node(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
         for _ in range(2):
             try:
