@@ -70,12 +70,14 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     out = r.stdout
     sft = json.loads((run / "eval_sft" / "results.json").read_text())["metrics"]
     assert "…" not in out and f"data: {data}" in out
-    for line, metrics in (("sft (RL's start)", sft), ("rl (final)", first["metrics"])):
-        row = next(x for x in out.splitlines() if x.strip().startswith(line))
-        assert repr(metrics["HR@10"]) in row and repr(metrics["NDCG@10"]) in row
+    for stage, model, metrics in (("eval_sft", "sft/model", sft), ("eval", "rl/model", first["metrics"])):
+        row = next(x.split() for x in out.splitlines() if x.strip().startswith(stage + " "))
+        assert row[:4] == [stage, model, "test", str(first["num_samples"])]
+        assert row[4:] == [repr(metrics[f"{m}@{k}"]) for k in (5, 10, 20) for m in ("HR", "NDCG")]
     report = json.loads((run / "analysis" / "badcase_report.json").read_text())
-    assert f"bad cases: {report['failure_rate']!r}" in out
-    assert str(run / "analysis" / "visualizations") in out and "total:" in out and "analyze skipped" in out
+    assert f"bad cases (analyze): {report['failure_rate']!r}" in out
+    assert str(run / "analysis" / "visualizations") in out and "total:" in out
+    assert f"analyze skipped ({ledger['stages']['analyze']['seconds']} s when it ran)" in out
 
     # a changed SFT setting reruns SFT and what reads it, nothing before it and not the scorer
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"]), data, run).run(until="eval")
@@ -138,6 +140,14 @@ def test_pipeline_config_errors(toy, tmp_path):
         load_pipeline_config(bad)
     with pytest.raises(SidrecError, match="unknown stage 'train'"):
         Pipeline(load_pipeline_config(None), toy[1], tmp_path / "r").run(start="train")
+    # --interactive's answers: a changed setting is kept in the run's config; a stage never run cannot be skipped
+    run = tmp_path / "asked"
+    Pipeline(load_pipeline_config("configs/smoke.yaml"), toy[1], run,
+             ask=lambda stage, state: "set:eval.beams=7").run(until="data")
+    assert load_pipeline_config(run / "config.yaml").eval.beams == 7
+    with pytest.raises(SidrecError, match="cannot skip stage embed"):
+        Pipeline(load_pipeline_config("configs/smoke.yaml"), toy[1], run,
+                 ask=lambda stage, state: "skip").run(until="embed")
     with pytest.raises(SidrecError, match="collaborative reward needs a scorer.*scorer.enabled=true"):
         load_pipeline_config("configs/smoke.yaml", ["scorer.enabled=false"])
 

@@ -108,15 +108,17 @@ def validate_pipeline_config(data: dict, source: str | Path = "config") -> Pipel
 # ---------------------------------------------------------------------------------------------------------- stages
 @dataclass(frozen=True)
 class Stage:
-    """One step of the run. `run(pipeline)` writes the stage's outputs and returns them: paths and small results,
-    with `made`, the files whose presence says the outputs are complete (manifests are written last)."""
+    """One step of the run. `run(pipeline)` writes the stage's outputs and returns them: paths and small results
+    (`metrics`, `failure_rate`, `report`, `plots` go into the run's summary), with `made`, the files whose presence
+    says the outputs are complete (manifests are written last)."""
 
     name: str
-    section: str | None  # the config section whose output settings key the cache (None: the data stage's inputs)
+    section: str | None  # the config section whose output settings are part of its cache key
     inputs: tuple[str, ...]  # stages whose outputs it reads: their keys are part of its key
     run: Callable[["Pipeline"], dict]
     enabled: Callable[[PipelineConfig], bool] = lambda cfg: True
     help: str = ""
+    reads_files: bool = False  # its key covers the content of the input data files (the data stage)
 
 
 def _data(p: Pipeline) -> dict:
@@ -213,7 +215,7 @@ def _analyze(p: Pipeline) -> dict:
 
 
 STAGES = (
-    Stage("data", None, (), _data, help="import the data into the canonical format"),
+    Stage("data", None, (), _data, help="import the data into the canonical format", reads_files=True),
     Stage("embed", "embed", ("data",), _embed, help="item text embeddings"),
     Stage("sid", "sid", ("data", "embed"), _sid, help="semantic IDs"),
     Stage("sft", "sft", ("data", "sid"), _sft, help="supervised fine-tuning"),
@@ -376,18 +378,23 @@ class Pipeline:
         return next((c for c in DEFAULT_CANDIDATES if c.exists()), None)
 
     def settings(self, stage: Stage) -> dict:
+        """What decides the stage's outputs, besides its inputs: its section's output settings, the data's content."""
         if not stage.enabled(self.cfg):
             return {"enabled": False}
-        if stage.section is not None:
-            return getattr(self.cfg, stage.section).output_settings()
+        out = getattr(self.cfg, stage.section).output_settings() if stage.section else {}
+        if stage.reads_files:
+            out["content"] = self.data_key()
+        return out
+
+    def data_key(self) -> str:
         if self._data_key is None:
             source = self.data_source()
-            if source is None:  # the Amazon 2018 download: named by its category
+            if source is None:  # the Amazon 2018 download (or a missing folder, which the data stage reports)
                 self._data_key = config_hash({"download": str(self.data)})
             else:
                 self._data_key, files = content_key(source, self.ledger.get("data_files", {}))
                 self.ledger["data_files"] = files
-        return {"content": self._data_key}
+        return self._data_key
 
     def stage_hash(self, name: str) -> str:
         """This stage's output settings hashed with the keys of the stages it reads."""
@@ -477,26 +484,33 @@ class Pipeline:
         lines = [f"run folder: {self.run_dir}"]
         if "dataset" in st.get("data", {}).get("outputs", {}):
             lines.append(f"data: {st['data']['outputs']['dataset']}")
-        evals = [(n, st[n]["outputs"]) for n in ("eval_sft", "eval") if st.get(n, {}).get("status") == "done"]
+        done = [(n, st[n]["outputs"]) for n in BY_NAME if st.get(n, {}).get("status") == "done"]
+        evals = [(n, o) for n, o in done if "metrics" in o]
         if evals:
-            split = evals[-1][1]["split"]
             keys = [f"{m}@{k}" for k in (5, 10, 20) for m in ("HR", "NDCG")]
-            rows = [["model", "rows", *keys]]
-            for n, out in evals:
-                label = "sft (RL's start)" if n == "eval_sft" else ("rl (final)" if self.cfg.rl.enabled else "sft")
-                rows.append([label, str(out["rows"]), *[repr(out["metrics"].get(k)) for k in keys]])
+            rows = [["stage", "model", "split", "rows", *keys]]
+            for n, o in evals:
+                model = Path(o["model"])
+                model = model.relative_to(self.run_dir) if model.is_relative_to(self.run_dir) else model
+                rows.append([n, str(model), o["split"], str(o["rows"]), *[repr(o["metrics"].get(k)) for k in keys]])
             width = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-            lines.append(f"{split} metrics (exact items):")
-            lines += ["  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, width)))
+            lines.append("metrics (exact items):")
+            lines += ["  " + "  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, width)))
                       for r in rows]
-        an = st.get("analyze", {})
-        if an.get("status") == "done":
-            o = an["outputs"]
-            lines.append(f"bad cases: {o['failure_rate']!r} of rows miss the target in the top {o['top_k']}")
-            lines.append(f"report: {o['report']}  plots: {o['plots']}/")
-        last = self.ledger.get("last_run", {})
-        times = [f"{n} {st[n].get('seconds', 0)} s" if last.get(n) == "done" else f"{n} {last[n]}"
-                 for n in last if n in st]
+        for n, o in done:
+            if "failure_rate" in o:
+                lines.append(f"bad cases ({n}): {o['failure_rate']!r} of rows miss the target in the top {o['top_k']}")
+            if "report" in o:
+                lines.append(f"report: {o['report']}  plots: {o['plots']}/")
+        times = []
+        for n, state in self.ledger.get("last_run", {}).items():
+            e = st.get(n, {})
+            if e.get("status") == "off":
+                times.append(f"{n} off")
+            elif state == "done":
+                times.append(f"{n} {e.get('seconds')} s")
+            else:
+                times.append(f"{n} {state}" + (f" ({e['seconds']} s when it ran)" if "seconds" in e else ""))
         lines.append("stages: " + ", ".join(times))
         lines.append(f"total: {seconds:.1f} s; log: {self.run_dir / LOG}; config: {self.run_dir / RESOLVED}")
         print("\n".join(lines), flush=True)
