@@ -24,7 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sidrec pipeline --config configs/cpu.yaml $(if $(DATA),--data $(DATA)) --out $(OUT)
 
-# every stage, scorer and RL included, on tiny settings (first contact; not a result): ~1.5 min of CPU time
+# every stage, scorer and RL included, on tiny settings (first contact; not a result): ~2 min on 2 cores
 smoke: $(STAMP)
 	$(BIN)/sidrec pipeline --config configs/smoke.yaml $(if $(DATA),--data $(DATA)) --out runs/smoke
 

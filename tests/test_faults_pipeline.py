@@ -101,3 +101,35 @@ def test_edited_input_reruns_the_data_stage_and_what_reads_it(mini, tmp_path):
     after = Pipeline(load_pipeline_config("configs/smoke.yaml"), mini, run)
     assert all(after.stage_hash(s) != h for s, h in before.items())
     assert after.is_done("data")
+
+
+def test_scorer_killed_between_seeds_keeps_the_finished_ones(mini, tmp_path, monkeypatch):
+    import sidrec.baselines.sasrec as sasrec
+    from sidrec.pipeline import BY_NAME
+
+    cfg = load_pipeline_config("configs/smoke.yaml", ["scorer.seeds=[1, 2]",
+                                                      "scorer.sasrec={hidden: 16, blocks: 1, max_epochs: 1}"])
+    run = tmp_path / "run"
+    p = Pipeline(cfg, mini, run)
+    p.run(until="data")
+    trained, real = [], sasrec.run_sasrec
+
+    def dies_on_seed_2(data, out, config, **kw):
+        trained.append(config.seed)
+        if config.seed == 2:
+            raise KeyboardInterrupt("killed")
+        return real(data, out, config, **kw)
+
+    monkeypatch.setattr(sasrec, "run_sasrec", dies_on_seed_2)
+    with pytest.raises(KeyboardInterrupt):
+        BY_NAME["scorer"].run(p)
+    monkeypatch.setattr(sasrec, "run_sasrec", lambda data, out, config, **kw: trained.append(config.seed)
+                        or real(data, out, config, **kw))
+    out = BY_NAME["scorer"].run(p)  # resumed: seed 1 is kept
+    assert trained == [1, 2, 2] and out["runs"] == [str(run / "scorer" / "seed1"), str(run / "scorer" / "seed2")]
+
+    # another key (a changed setting) trains every seed again
+    p2 = Pipeline(load_pipeline_config("configs/smoke.yaml", ["scorer.seeds=[1, 2]", "scorer.sasrec={hidden: 16, "
+                                                              "blocks: 1, max_epochs: 1, dropout: 0.1}"]), mini, run)
+    BY_NAME["scorer"].run(p2)
+    assert trained == [1, 2, 2, 1, 2]

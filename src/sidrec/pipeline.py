@@ -159,14 +159,17 @@ def _scorer(p: Pipeline) -> dict:
     from sidrec.baselines.sasrec import run_sasrec
 
     s = p.cfg.scorer
+    # a run killed after some seeds keeps them when resumed with the same key; any other key trains every seed again
+    stamp = p.folder("scorer") / "key.json"
+    resumed = stamp.exists() and read_json(stamp).get("key") == p.stage_hash("scorer")
+    write_json(stamp, {"key": p.stage_hash("scorer")})
     runs, metrics = [], {}
     for seed in s.seeds:
-        cfg = s.sasrec.model_copy(update={"seed": seed})
         run = p.folder("scorer") / f"seed{seed}"
-        done = read_manifest(run)
-        if done is None or done.get("config_hash") != config_hash(cfg.model_dump()):  # finished seeds are kept
+        if not (resumed and read_manifest(run) is not None):
             console.print(f"scorer: SASRec seed {seed}")
-            run_sasrec(p.dataset_dir(), run, cfg, progress=False)
+            (run / MANIFEST).unlink(missing_ok=True)  # written again last: a seed killed half-way is not finished
+            run_sasrec(p.dataset_dir(), run, s.sasrec.model_copy(update={"seed": seed}), progress=False)
         metrics[seed] = read_json(run / "results.json")["metrics"]["NDCG@10"]
         runs.append(str(run))
     return {"runs": runs, "test_ndcg10": metrics, "made": [str(Path(r) / MANIFEST) for r in runs]}
