@@ -157,3 +157,13 @@ def test_version():
 
     r = sidrec("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"sidrec {version('sidrec')}"
+
+
+def test_baselines_command_and_the_deprecated_demo_name(toy, tmp_path):
+    root, data = toy
+    r = sidrec("demo", "--data", data, "--out", tmp_path / "b", "--set", "sasrec.max_epochs=1",
+               "--set", "sasrec.hidden=16")
+    assert r.returncode == 0, r.stderr
+    assert "`sidrec demo` is deprecated" in r.stderr and "sidrec baselines" in r.stderr
+    for model in ("pop", "sasrec"):
+        assert json.loads((tmp_path / "b" / model / "results.json").read_text())["metrics"]["HR@10"] >= 0
