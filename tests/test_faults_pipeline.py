@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,8 +74,12 @@ def test_stale_lock_of_a_dead_process_is_taken_over(mini, tmp_path, capsys):
     assert f"taking over a stale lock {run / LOCK} from PID {dead.pid}" in capsys.readouterr().out
     assert not (run / LOCK).exists()  # released at the end
 
-    # a half-written lock (killed while writing it) is stale too; a failing run still releases the lock
+    # a half-written lock: held while fresh (a pipeline starting now), stale once old (killed while writing it)
     (run / LOCK).write_text("{")
+    with pytest.raises(SidrecError, match="in use by another pipeline \\(PID unknown"):
+        data_only(mini, run)
+    os.utime(run / LOCK, (time.time() - 60, time.time() - 60))
+    # ... and a failing run still releases the lock
     with pytest.raises(SidrecError, match="data folder does not exist"):
         data_only(tmp_path / "missing", run)
     assert not (run / LOCK).exists()

@@ -54,7 +54,7 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     assert ledger["stages"]["eval"]["outputs"]["model"] == str(run / "rl" / "model")
     assert ledger["stages"]["eval_sft"]["outputs"]["model"] == str(run / "sft" / "model")
     rl = json.loads((run / "rl" / "manifest.json").read_text())
-    assert rl["stage"] == "rl" and rl["config"]["scorer"] == [str(run / "scorer" / "seed1"), str(run / "scorer" / "seed2")]
+    assert rl["stage"] == "rl" and rl["config"]["scorer"] == [str(run / "scorer" / f"seed{s}") for s in (1, 2)]
     assert [json.loads((run / "scorer" / f"seed{s}" / "manifest.json").read_text())["config"]["seed"]
             for s in (1, 2)] == [1, 2]
     assert not (run / ".lock").exists()

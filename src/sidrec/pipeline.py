@@ -19,8 +19,10 @@ One YAML file describes the run (sections embed, sid, sft, scorer, rl, eval, ana
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import platform
 import time
 import warnings
 from dataclasses import dataclass
@@ -259,17 +261,17 @@ class RunLock:
         self.path = Path(folder) / LOCK
 
     def __enter__(self):
-        import json
-        import platform
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = json.dumps({"pid": os.getpid(), "host": platform.node(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        me = {"pid": os.getpid(), "host": platform.node(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 holder = self._holder()
-                if holder.get("host") not in (None, platform.node()) or _alive(holder.get("pid")):
+                if not holder and time.time() - self._mtime() < 5:  # being written by a pipeline starting now
+                    holder = {"pid": "unknown", "host": platform.node(), "since": "just now"}
+                if holder.get("host") not in (None, platform.node()) or _alive(holder.get("pid")) or \
+                        holder.get("pid") == "unknown":
                     raise SidrecError(
                         f"{self.path.parent} is in use by another pipeline (PID {holder.get('pid')} on "
                         f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish or stop it, or "
@@ -279,20 +281,25 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(me)
+                f.write(json.dumps(me))
             return self
         raise SidrecError(f"{self.path}: could not take the run lock; another pipeline is starting in this folder")
 
     def _holder(self) -> dict:
-        import json
-
         try:
             return json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return {}  # half-written or unreadable: treated as stale
+            return {}  # half-written or unreadable
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        if self._holder().get("pid") == os.getpid():  # still ours
+            self.path.unlink(missing_ok=True)
 
 
 def _alive(pid) -> bool:
