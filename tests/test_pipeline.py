@@ -78,6 +78,7 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     assert f"bad cases (analyze): {report['failure_rate']!r}" in out
     assert str(run / "analysis" / "visualizations") in out and "total:" in out
     assert f"analyze skipped ({ledger['stages']['analyze']['seconds']} s when it ran)" in out
+    assert (run / "summary.txt").read_text().strip() == out[out.index("run folder:"):].strip()
 
     # a changed SFT setting reruns SFT and what reads it, nothing before it and not the scorer
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"]), data, run).run(until="eval")

@@ -4,10 +4,11 @@ Every stage has one shape (`Stage`): the config section whose settings change it
 it reads, and a `run` that writes its outputs and returns them. The pipeline is only the loop over `STAGES`.
 
 A run folder holds one sub-folder per stage, `config.yaml` (the resolved run config; `--config` takes it back),
-`log.txt` (trainer logs and library warnings), `.lock` (held while a pipeline works in the folder) and
-`pipeline.json`, the run's ledger: per stage its status (running / done / off), its cache key, outputs and seconds.
+`log.txt` (trainer logs and library warnings), `summary.txt` (what the last run did, also printed at its end),
+`.lock` (held while a pipeline works in the folder) and `pipeline.json`, the run's ledger: per stage its status
+(running / done / off), its cache key, outputs and seconds.
 A stage's cache key hashes its output settings (`StageConfig.output_settings`: thread counts and such are left out)
-with the keys of the stages it reads; the data stage's hashes the content of every input file. A stage is skipped
+with the keys of the stages it reads; the data stage's covers the content of every input file. A stage is skipped
 when the ledger says done with the same key and its outputs are still there, so changing a setting (or editing the
 input data) reruns that stage and every stage that reads it. A run killed inside a stage is re-entered there: SFT and
 RL pick up their last checkpoint, the scorer its finished seeds, every other stage is short enough to redo.
@@ -44,6 +45,7 @@ LEDGER = "pipeline.json"
 LOCK = ".lock"
 LOG = "log.txt"
 RESOLVED = "config.yaml"
+SUMMARY = "summary.txt"
 console = Console(soft_wrap=True)  # paths and numbers are never broken across lines
 
 
@@ -485,6 +487,7 @@ class Pipeline:
         outputs = stage.run(self)
         entry.update(status="done", outputs=outputs, seconds=round(time.time() - t0, 1),
                      finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        logging.getLogger("sidrec.pipeline").info("stage %s done in %s s", stage.name, entry["seconds"])
         self._save()
 
     # --------------------------------------------------------------------------------------------------- summary
@@ -523,7 +526,9 @@ class Pipeline:
                 times.append(f"{n} {state}" + (f" ({e['seconds']} s when it ran)" if "seconds" in e else ""))
         lines.append("stages: " + ", ".join(times))
         lines.append(f"total: {seconds:.1f} s; log: {self.run_dir / LOG}; config: {self.run_dir / RESOLVED}")
-        print("\n".join(lines), flush=True)
+        text = "\n".join(lines)
+        write_text(self.run_dir / SUMMARY, text + "\n")
+        print(text, flush=True)
 
 
 def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | None = None, until: str | None = None,
