@@ -84,6 +84,7 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"]), data, run).run(until="eval")
     _, ledger = statuses(run)
     assert [s for s, e in ledger["stages"].items() if e.get("skipped_runs") == 2] == ["data", "embed", "sid", "scorer"]
+    assert "out of date (their settings or inputs changed since they ran): analyze" in (run / "summary.txt").read_text()
     # a thread count is no output setting: nothing reruns
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3", "sft.threads=1",
                                                                "scorer.sasrec.threads=2"]), data, run).run(until="eval")

@@ -497,7 +497,9 @@ class Pipeline:
         lines = [f"run folder: {self.run_dir}"]
         if "dataset" in st.get("data", {}).get("outputs", {}):
             lines.append(f"data: {st['data']['outputs']['dataset']}")
-        done = [(n, st[n]["outputs"]) for n in BY_NAME if st.get(n, {}).get("status") == "done"]
+        ran = [n for n in BY_NAME if st.get(n, {}).get("status") == "done"]
+        done = [(n, st[n]["outputs"]) for n in ran if self.is_done(n)]
+        stale = [n for n in ran if not self.is_done(n)]
         evals = [(n, o) for n, o in done if "metrics" in o]
         if evals:
             keys = [f"{m}@{k}" for k in (5, 10, 20) for m in ("HR", "NDCG")]
@@ -515,6 +517,8 @@ class Pipeline:
                 lines.append(f"bad cases ({n}): {o['failure_rate']!r} of rows miss the target in the top {o['top_k']}")
             if "report" in o:
                 lines.append(f"report: {o['report']}  plots: {o['plots']}/")
+        if stale:
+            lines.append(f"out of date (their settings or inputs changed since they ran): {', '.join(stale)}")
         times = []
         for n, state in self.ledger.get("last_run", {}).items():
             e = st.get(n, {})
