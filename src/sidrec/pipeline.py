@@ -545,6 +545,7 @@ def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | No
     import yaml
 
     from sidrec.analysis import run_compare
+    from sidrec.io import write_text
     from sidrec.optimize.strategies import optimize
 
     run_dir = Path(run_dir)
