@@ -3,6 +3,7 @@ metrics table. The whole workflow is `sidrec pipeline` (`make demo`)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from sidrec.data.resolve import resolve_data
 from sidrec.evaluate.report import print_results
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # piped: wide enough that no column is cut to `…`
 
 
 def run_baselines(data: str | Path | None, out: str | Path, sasrec_config: str | Path | None = None,
