@@ -44,12 +44,12 @@ def test_every_shipped_config_validates():
     from sidrec.analysis.badcase import AnalysisConfig
     from sidrec.baselines.config import SasrecConfig
     from sidrec.config import read_yaml
-    from sidrec.pipeline import EvalConfig, PipelineRlConfig, load_pipeline_config
+    from sidrec.pipeline import EvalConfig, PipelineRlConfig, ScorerConfig, load_pipeline_config
     from sidrec.sid.config import EmbedConfig, SidConfig
     from sidrec.train.config import SftConfig
 
-    stages = {"embed": EmbedConfig, "sid": SidConfig, "sft": SftConfig, "rl": PipelineRlConfig, "eval": EvalConfig,
-              "analysis": AnalysisConfig, "sasrec": SasrecConfig}
+    stages = {"embed": EmbedConfig, "sid": SidConfig, "sft": SftConfig, "scorer": ScorerConfig, "rl": PipelineRlConfig,
+              "eval": EvalConfig, "analysis": AnalysisConfig, "sasrec": SasrecConfig}
     files = [p for p in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
              if not p.name.startswith("accelerate")]  # accelerate's own launcher config
     assert any(p.name == "rl-tilted-cpu.yaml" for p in files)

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import transformers
@@ -16,8 +18,15 @@ TOY = [
     "sft.early_stopping_patience=null", "sft.cutoff_len=128", "sft.seed=0",
     "rl.enabled=true", "rl.num_generations=4", "rl.sample_size=16", "rl.train_batch_size=16",
     "rl.micro_batch_size=16", "rl.eval_beams=10", "rl.max_valid_rows=20", "rl.eval_step=0.5",
+    "scorer.seeds=[1, 2]", "scorer.sasrec={hidden: 16, blocks: 1, max_epochs: 2}",
     "eval.beams=10",
 ]
+ALL = ("data", "embed", "sid", "sft", "scorer", "rl", "eval_sft", "eval", "analyze")
+
+
+def sidrec(*args):
+    return subprocess.run([sys.executable, "-m", "sidrec", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
 
 
 def statuses(run):
@@ -38,20 +47,48 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     run = tmp_path / "run"
     Pipeline(cfg, data, run).run()
     st, ledger = statuses(run)
-    assert st == {s: "done" for s in ("data", "embed", "sid", "sft", "rl", "eval", "analyze")}
+    assert st == {s: "done" for s in ALL}
     assert (run / "analysis" / "badcase_report.json").exists()
     first = json.loads((run / "eval" / "results.json").read_text())
     assert ledger["stages"]["eval"]["outputs"]["metrics"] == first["metrics"]
-    assert json.loads((run / "rl" / "manifest.json").read_text())["stage"] == "rl"
+    assert ledger["stages"]["eval"]["outputs"]["model"] == str(run / "rl" / "model")
+    assert ledger["stages"]["eval_sft"]["outputs"]["model"] == str(run / "sft" / "model")
+    rl = json.loads((run / "rl" / "manifest.json").read_text())
+    assert rl["stage"] == "rl" and rl["config"]["scorer"] == [str(run / "scorer" / f"seed{s}") for s in (1, 2)]
+    assert [json.loads((run / "scorer" / f"seed{s}" / "manifest.json").read_text())["config"]["seed"]
+            for s in (1, 2)] == [1, 2]
+    assert not (run / ".lock").exists()
+    # the run keeps its resolved config, which --config takes back as the same config
+    assert load_pipeline_config(run / "config.yaml") == cfg
 
-    Pipeline(load_pipeline_config("configs/smoke.yaml", TOY), data, run).run()
-    _, ledger = statuses(run)
+    # a re-run through the command line on that config skips every stage; its summary, piped, keeps every digit
+    r = sidrec("pipeline", "--config", run / "config.yaml", "--data", data, "--out", run)
+    assert r.returncode == 0, r.stderr
+    st, ledger = statuses(run)
+    assert ledger["last_run"] == {s: "skipped" for s in ALL}
     assert all(e.get("skipped_runs") == 1 for e in ledger["stages"].values())
+    out = r.stdout
+    sft = json.loads((run / "eval_sft" / "results.json").read_text())["metrics"]
+    assert "…" not in out and f"data: {data}" in out
+    for stage, model, metrics in (("eval_sft", "sft/model", sft), ("eval", "rl/model", first["metrics"])):
+        row = next(x.split() for x in out.splitlines() if x.strip().startswith(stage + " "))
+        assert row[:4] == [stage, model, "test", str(first["num_samples"])]
+        assert row[4:] == [repr(metrics[f"{m}@{k}"]) for k in (5, 10, 20) for m in ("HR", "NDCG")]
+    report = json.loads((run / "analysis" / "badcase_report.json").read_text())
+    assert f"bad cases (analyze): {report['failure_rate']!r}" in out
+    assert str(run / "analysis" / "visualizations") in out and "total:" in out
+    assert f"analyze skipped ({ledger['stages']['analyze']['seconds']} s when it ran)" in out
+    assert (run / "summary.txt").read_text().strip() == out[out.index("run folder:"):].strip()
 
-    # a changed SFT setting reruns SFT and everything after it, and nothing before
+    # a changed SFT setting reruns SFT and what reads it, nothing before it and not the scorer
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"]), data, run).run(until="eval")
     _, ledger = statuses(run)
-    assert [s for s, e in ledger["stages"].items() if e.get("skipped_runs") == 2] == ["data", "embed", "sid"]
+    assert [s for s, e in ledger["stages"].items() if e.get("skipped_runs") == 2] == ["data", "embed", "sid", "scorer"]
+    assert "out of date (their settings or inputs changed since they ran): analyze" in (run / "summary.txt").read_text()
+    # a thread count is no output setting: nothing reruns
+    Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3", "sft.threads=1",
+                                                               "scorer.sasrec.threads=2"]), data, run).run(until="eval")
+    assert set(statuses(run)[1]["last_run"].values()) == {"skipped"}
 
     # one round of analyze -> optimize --auto -> retrain -> compare
     cfg = load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"])
@@ -66,7 +103,7 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
 
 def test_pipeline_killed_in_sft_resumes_there_with_the_same_result(toy, tmp_path, monkeypatch):
     root, data = toy
-    overrides = TOY + ["rl.enabled=false"]
+    overrides = TOY + ["rl.enabled=false", "scorer.enabled=false"]
     ref = tmp_path / "ref"
     Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, ref).run(until="eval")
     expected = json.loads((ref / "eval" / "results.json").read_text())["metrics"]
@@ -86,7 +123,7 @@ def test_pipeline_killed_in_sft_resumes_there_with_the_same_result(toy, tmp_path
         Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, run).run(until="eval")
     monkeypatch.setattr(transformers.Trainer, "training_step", original)
     st, _ = statuses(run)
-    assert st["sft"] == "running" and "eval" not in st
+    assert st["sft"] == "running" and "eval" not in st and "scorer" not in st
     assert list((run / "sft" / "checkpoints").glob("checkpoint-*"))
 
     Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, run).run(until="eval")
@@ -105,3 +142,33 @@ def test_pipeline_config_errors(toy, tmp_path):
         load_pipeline_config(bad)
     with pytest.raises(SidrecError, match="unknown stage 'train'"):
         Pipeline(load_pipeline_config(None), toy[1], tmp_path / "r").run(start="train")
+    # --interactive's answers: a changed setting is kept in the run's config; a stage never run cannot be skipped
+    run = tmp_path / "asked"
+    Pipeline(load_pipeline_config("configs/smoke.yaml"), toy[1], run,
+             ask=lambda stage, state: "set:eval.beams=7").run(until="data")
+    assert load_pipeline_config(run / "config.yaml").eval.beams == 7
+    with pytest.raises(SidrecError, match="cannot skip stage embed"):
+        Pipeline(load_pipeline_config("configs/smoke.yaml"), toy[1], run,
+                 ask=lambda stage, state: "skip").run(until="embed")
+    with pytest.raises(SidrecError, match="collaborative reward needs a scorer.*scorer.enabled=true"):
+        load_pipeline_config("configs/smoke.yaml", ["scorer.enabled=false"])
+
+
+def test_version():
+    from importlib.metadata import version
+
+    r = sidrec("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"sidrec {version('sidrec')}"
+
+
+def test_baselines_command_and_the_deprecated_demo_name(toy, tmp_path):
+    root, data = toy
+    r = sidrec("demo", "--data", data, "--out", tmp_path / "b", "--set", "sasrec.max_epochs=1",
+               "--set", "sasrec.hidden=16")
+    assert r.returncode == 0, r.stderr
+    assert "`sidrec demo` is deprecated" in r.stderr and "sidrec baselines" in r.stderr
+    assert "…" not in r.stdout
+    for model in ("pop", "sasrec"):
+        m = json.loads((tmp_path / "b" / model / "results.json").read_text())["metrics"]
+        row = next(x for x in r.stdout.splitlines() if f" {model} " in x)
+        assert f"{m['HR@10']:.4f}" in row and f"{m['NDCG@10']:.4f}" in row

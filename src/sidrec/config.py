@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,6 +31,19 @@ class Section(BaseModel):
 
 class StageConfig(Section):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+    # Settings that change how a stage runs but not what it writes (thread counts, devices, logging targets, redo
+    # flags): `output_settings` leaves them out, so the pipeline's cache key never reruns a stage for them. A subclass
+    # with more such fields extends the set.
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"threads", "report_to", "device", "force"})
+
+    def output_settings(self) -> dict:
+        """The settings that decide this stage's outputs (nested stage settings likewise), as JSON-ready values."""
+        out = self.model_dump(mode="json", exclude=set(self.RUNTIME))
+        for name in out:
+            value = getattr(self, name)
+            if isinstance(value, StageConfig):
+                out[name] = value.output_settings()
+        return out
 
 
 def setting_error(message: str) -> PydanticCustomError:

@@ -1,10 +1,9 @@
-"""The main job behind `make demo`: find data, import it, run the baselines, print the metrics table.
-
-Later stages (SIDs, SFT, RL, analysis) join here as they land.
-"""
+"""`sidrec baselines` (`make baselines`): find data, import it, run the popularity and SASRec baselines, print the
+metrics table. The whole workflow is `sidrec pipeline` (`make demo`)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -13,11 +12,11 @@ from rich.console import Console
 from sidrec.data.resolve import resolve_data
 from sidrec.evaluate.report import print_results
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # piped: wide enough that no column is cut to `…`
 
 
-def run_demo(data: str | Path | None, out: str | Path, sasrec_config: str | Path | None = None,
-             overrides: list[str] | None = None) -> dict[str, dict]:
+def run_baselines(data: str | Path | None, out: str | Path, sasrec_config: str | Path | None = None,
+                  overrides: list[str] | None = None) -> dict[str, dict]:
     from sidrec.baselines.pop import run_pop
     from sidrec.baselines.sasrec import SasrecConfig, run_sasrec
     from sidrec.config import load_config
@@ -32,3 +31,6 @@ def run_demo(data: str | Path | None, out: str | Path, sasrec_config: str | Path
     print_results(results, console)
     console.print(f"outputs in {out}/ (results.json, predictions.jsonl per model); {time.time() - t0:.0f} s in all")
     return results
+
+
+run_demo = run_baselines  # the former name

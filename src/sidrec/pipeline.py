@@ -1,38 +1,64 @@
-"""The one-command workflow: data -> embed -> sid -> sft -> rl (optional) -> eval -> analyze.
+"""The one-command workflow: data -> embed -> sid -> sft -> scorer -> rl -> eval -> analyze.
 
-A run folder holds one sub-folder per stage and `pipeline.json`, the run's ledger: per stage its status
-(running / done / skipped), the hash of its settings *and of everything upstream*, its inputs and seconds. A stage
-is skipped when the ledger says done with the same hash and the stage's own outputs are complete; changing a
-setting reruns that stage and everything after it. A run killed inside a stage is re-entered there: SFT and RL pick
-up their last checkpoint, every other stage is short enough to redo.
+Every stage has one shape (`Stage`): the config section whose settings change its outputs, the stages whose outputs
+it reads, and a `run` that writes its outputs and returns them. The pipeline is only the loop over `STAGES`.
 
-One YAML file describes the run (sections embed, sid, sft, rl, eval, analysis; see configs/cpu.yaml), and
+A run folder holds one sub-folder per stage, `config.yaml` (the resolved run config; `--config` takes it back),
+`log.txt` (trainer logs and library warnings), `summary.txt` (what the last run did, also printed at its end),
+`.lock` (held while a pipeline works in the folder) and `pipeline.json`, the run's ledger: per stage its status
+(running / done / off), its cache key, outputs and seconds.
+A stage's cache key hashes its output settings (`StageConfig.output_settings`: thread counts and such are left out)
+with the keys of the stages it reads; the data stage's covers the content of every input file. A stage is skipped
+when the ledger says done with the same key and its outputs are still there, so changing a setting (or editing the
+input data) reruns that stage and every stage that reads it. A run killed inside a stage is re-entered there: SFT and
+RL pick up their last checkpoint, the scorer its finished seeds, every other stage is short enough to redo.
+
+One YAML file describes the run (sections embed, sid, sft, scorer, rl, eval, analysis; see configs/cpu.yaml), and
 `--set section.key=value` overrides any key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import platform
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from rich.console import Console
 
 from sidrec.analysis.badcase import AnalysisConfig
+from sidrec.baselines.config import SasrecConfig
 from sidrec.config import StageConfig, apply_overrides, read_yaml
 from sidrec.errors import SidrecError
-from sidrec.io import config_hash, read_json, read_manifest, write_json
+from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
 from sidrec.train.config import RlConfig, SftConfig
 
-STAGES = ("data", "embed", "sid", "sft", "rl", "eval", "analyze")
 LEDGER = "pipeline.json"
-console = Console()
+LOCK = ".lock"
+LOG = "log.txt"
+RESOLVED = "config.yaml"
+SUMMARY = "summary.txt"
+console = Console(soft_wrap=True)  # paths and numbers are never broken across lines
+
+
+class ScorerConfig(StageConfig):
+    """The collaborative scorer: one SASRec per seed, their logits averaged (RL's `collaborative` reward)."""
+
+    enabled: bool = False
+    seeds: list[int] = Field(default_factory=lambda: [42, 2, 3], min_length=1)
+    sasrec: SasrecConfig = Field(default_factory=SasrecConfig)  # its `seed` is replaced by each of `seeds`
 
 
 class PipelineRlConfig(RlConfig):
-    enabled: bool = False
+    enabled: bool = False  # rl.scorer unset: the scorer stage's runs
 
 
 class EvalConfig(StageConfig):
@@ -48,32 +74,284 @@ class PipelineConfig(StageConfig):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     sid: SidConfig = Field(default_factory=SidConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     rl: PipelineRlConfig = Field(default_factory=PipelineRlConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
+    @model_validator(mode="after")
+    def _scorer_for_rl(self):
+        if self.rl.enabled and self.rl.rewards.get("collaborative") and self.rl.scorer is None \
+                and not self.scorer.enabled:
+            raise ValueError("the collaborative reward needs a scorer: set scorer.enabled=true (the pipeline trains "
+                             "it) or rl.scorer=SASREC_RUN_FOLDER")
+        return self
+
 
 def load_pipeline_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
-    from pydantic import ValidationError
-
     data = read_yaml(path) if path else {}
     unknown = sorted(set(data) - set(PipelineConfig.model_fields))
     if unknown:
         raise SidrecError(f"{path}: unknown section(s) {unknown}; valid: {', '.join(PipelineConfig.model_fields)}")
-    data = apply_overrides(data, overrides)
+    return validate_pipeline_config(apply_overrides(data, overrides), path or "config")
+
+
+def validate_pipeline_config(data: dict, source: str | Path = "config") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
-        section = PipelineConfig.model_fields.get(str(first["loc"][0]))
+        section = PipelineConfig.model_fields.get(str(first["loc"][0])) if first["loc"] else None
         valid = ", ".join(section.annotation.model_fields) if section and hasattr(section.annotation,
                                                                                   "model_fields") else ""
-        raise SidrecError(f"{path or 'config'}: {loc}: {first['msg']}" + (f" (valid keys: {valid})" if valid else ""))
+        where = f"{loc}: " if loc else ""
+        raise SidrecError(f"{source}: {where}{first['msg']}" + (f" (valid keys: {valid})" if valid else "")) from None
 
 
+# ---------------------------------------------------------------------------------------------------------- stages
+@dataclass(frozen=True)
+class Stage:
+    """One step of the run. `run(pipeline)` writes the stage's outputs and returns them: paths and small results
+    (`metrics`, `failure_rate`, `report`, `plots` go into the run's summary), with `made`, the files whose presence
+    says the outputs are complete (manifests are written last)."""
+
+    name: str
+    section: str | None  # the config section whose output settings are part of its cache key
+    inputs: tuple[str, ...]  # stages whose outputs it reads: their keys are part of its key
+    run: Callable[["Pipeline"], dict]
+    enabled: Callable[[PipelineConfig], bool] = lambda cfg: True
+    help: str = ""
+    reads_files: bool = False  # its key covers the content of the input data files (the data stage)
+
+
+def _data(p: Pipeline) -> dict:
+    from sidrec.data.resolve import is_canonical, resolve_data
+
+    source = p.data_source()
+    if source is not None and not is_canonical(source):  # the inputs changed: import them again
+        (p.run_dir / "dataset" / MANIFEST).unlink(missing_ok=True)
+    dataset = resolve_data(p.data, p.run_dir)
+    return {"dataset": str(dataset), "made": [str(dataset / MANIFEST)]}
+
+
+def _embed(p: Pipeline) -> dict:
+    from sidrec.embed import embed_items
+
+    out = p.folder("embed") / "embeddings.npy"
+    info = embed_items(p.dataset_dir(), out, **p.cfg.embed.model_dump())
+    return {"embeddings": str(out), "reused": info["reused"], "made": [str(out), str(out.with_suffix(".json"))]}
+
+
+def _sid(p: Pipeline) -> dict:
+    from sidrec.sid.build import build_sids
+
+    s = p.cfg.sid
+    build_sids(s.method, p.output("embed", "embeddings"), p.dataset_dir(), p.folder("sid"), levels=s.levels,
+               codebook=s.codebook, seed=s.seed, collision=s.collision, threads=s.threads, **s.method_params())
+    return {"sids": str(p.folder("sid")), "made": [str(p.folder("sid") / MANIFEST)]}
+
+
+def _sft(p: Pipeline) -> dict:
+    from sidrec.train.sft import run_sft
+
+    model = run_sft(p.cfg.sft, p.dataset_dir(), p.output("sid", "sids"), p.folder("sft"))
+    return {"model": str(model), "made": [str(p.folder("sft") / MANIFEST)]}
+
+
+def _scorer(p: Pipeline) -> dict:
+    from sidrec.baselines.sasrec import run_sasrec
+
+    s = p.cfg.scorer
+    # a run killed after some seeds keeps them when resumed with the same key; any other key trains every seed again
+    stamp = p.folder("scorer") / "key.json"
+    resumed = stamp.exists() and read_json(stamp).get("key") == p.stage_hash("scorer")
+    write_json(stamp, {"key": p.stage_hash("scorer")})
+    runs, metrics = [], {}
+    for seed in s.seeds:
+        run = p.folder("scorer") / f"seed{seed}"
+        if not (resumed and read_manifest(run) is not None):
+            console.print(f"scorer: SASRec seed {seed}")
+            (run / MANIFEST).unlink(missing_ok=True)  # written again last: a seed killed half-way is not finished
+            run_sasrec(p.dataset_dir(), run, s.sasrec.model_copy(update={"seed": seed}), progress=False)
+        metrics[seed] = read_json(run / "results.json")["metrics"]["NDCG@10"]
+        runs.append(str(run))
+    return {"runs": runs, "test_ndcg10": metrics, "made": [str(Path(r) / MANIFEST) for r in runs]}
+
+
+def _rl(p: Pipeline) -> dict:
+    from sidrec.train.rl import run_rl
+
+    cfg = RlConfig(**p.cfg.rl.model_dump(exclude={"enabled"}))
+    if cfg.scorer is None and p.cfg.scorer.enabled:
+        cfg.scorer = p.output("scorer", "runs")
+    model = run_rl(cfg, p.output("sft", "model"), p.dataset_dir(), p.output("sid", "sids"), p.folder("rl"))
+    return {"model": str(model), "made": [str(p.folder("rl") / MANIFEST)]}
+
+
+def _evaluate(p: Pipeline, name: str, model: str) -> dict:
+    from sidrec.evaluate.generative import evaluate_generative
+
+    e = p.cfg.eval
+    res = evaluate_generative(model, p.dataset_dir(), p.output("sid", "sids"), p.folder(name), split=e.split,
+                              beams=e.beams, batch_size=e.batch_size, cutoff_len=e.cutoff_len, dtype=e.dtype,
+                              max_rows=e.max_rows)
+    m = res["metrics"]
+    console.print(f"{name}: {model} {e.split} HR@10 {m['HR@10']} NDCG@10 {m['NDCG@10']}", highlight=False)
+    return {"eval": str(p.folder(name)), "model": model, "split": e.split, "rows": res["num_samples"], "metrics": m,
+            "made": [str(p.folder(name) / MANIFEST)]}
+
+
+def _eval_sft(p: Pipeline) -> dict:
+    return _evaluate(p, "eval_sft", p.output("sft", "model"))
+
+
+def _eval(p: Pipeline) -> dict:
+    return _evaluate(p, "eval", p.output("rl" if p.cfg.rl.enabled else "sft", "model"))
+
+
+def _analyze(p: Pipeline) -> dict:
+    from sidrec.analysis import run_analysis
+
+    out = p.folder("analysis")
+    report = run_analysis(p.output("eval", "eval"), p.dataset_dir(), out, cfg=p.cfg.analysis,
+                          sids=p.output("sid", "sids"))
+    return {"analysis": str(out), "failure_rate": report.get("failure_rate"), "top_k": report.get("top_k"),
+            "report": str(out / "visualizations" / "summary_report.txt"), "plots": str(out / "visualizations"),
+            "made": [str(out / MANIFEST)]}
+
+
+STAGES = (
+    Stage("data", None, (), _data, help="import the data into the canonical format", reads_files=True),
+    Stage("embed", "embed", ("data",), _embed, help="item text embeddings"),
+    Stage("sid", "sid", ("data", "embed"), _sid, help="semantic IDs"),
+    Stage("sft", "sft", ("data", "sid"), _sft, help="supervised fine-tuning"),
+    Stage("scorer", "scorer", ("data",), _scorer, lambda c: c.scorer.enabled, "SASRec ensemble for the RL reward"),
+    Stage("rl", "rl", ("data", "sid", "sft", "scorer"), _rl, lambda c: c.rl.enabled, "RL from the SFT model"),
+    Stage("eval_sft", "eval", ("data", "sid", "sft"), _eval_sft, lambda c: c.rl.enabled,
+          "evaluate the SFT model (RL's start) for comparison"),
+    Stage("eval", "eval", ("data", "sid", "sft", "rl"), _eval, help="evaluate the final model"),
+    Stage("analyze", "analysis", ("data", "sid", "eval"), _analyze, help="bad-case analysis"),
+)
+BY_NAME = {s.name: s for s in STAGES}
+FOLDERS = {"data": "dataset", "analyze": "analysis"}  # every other stage writes into a folder of its own name
+
+
+# ------------------------------------------------------------------------------------------------- the run folder
+def input_files(source: Path) -> list[Path]:
+    return sorted(f for f in source.rglob("*") if f.is_file() and not f.name.startswith("."))
+
+
+def content_key(source: Path, known: dict) -> tuple[str, dict]:
+    """A key of every file's content under `source`: a file whose size and mtime match `known` (from the previous
+    run) keeps its recorded hash, any other is hashed again, so a touched but unchanged file changes nothing."""
+    files = {}
+    for f in input_files(source):
+        st, rel = f.stat(), str(f.relative_to(source))
+        old = known.get(rel)
+        same = old and old["size"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns
+        files[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": old["sha256"] if same else
+                      file_sha256(f)}
+    return config_hash({k: v["sha256"] for k, v in files.items()}), files
+
+
+class RunLock:
+    """`RUN/.lock` (PID, host, start time) held while a pipeline works in RUN; a second one fails at once. A lock
+    whose process is gone (killed run) is taken over, with a message."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": platform.node(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if not holder and time.time() - self._mtime() < 5:  # being written by a pipeline starting now
+                    holder = {"pid": "unknown", "host": platform.node(), "since": "just now"}
+                if holder.get("host") not in (None, platform.node()) or _alive(holder.get("pid")) or \
+                        holder.get("pid") == "unknown":
+                    raise SidrecError(
+                        f"{self.path.parent} is in use by another pipeline (PID {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish or stop it, or "
+                        f"use another --out") from None
+                console.print(f"taking over a stale lock {self.path} from PID {holder.get('pid')} (no longer "
+                              f"running)", highlight=False)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+            return self
+        raise SidrecError(f"{self.path}: could not take the run lock; another pipeline is starting in this folder")
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}  # half-written or unreadable
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def __exit__(self, *exc):
+        if self._holder().get("pid") == os.getpid():  # still ours
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_log(path: Path):
+    """Library logs, warnings and the trainers' log dicts go to `path` instead of the console while the run lasts."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    hf = None
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf
+
+        hf.disable_default_handler()
+        hf.enable_propagation()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield
+    finally:
+        if hf is not None:
+            hf.disable_propagation()
+            hf.enable_default_handler()
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+# ----------------------------------------------------------------------------------------------------- the loop
 class Pipeline:
-    """Runs the stages in order over one run folder, skipping the finished ones."""
+    """Runs the stages in order over one run folder, skipping the finished ones.
+
+    `ask(stage, state)` (the CLI's --interactive) answers "run" (if needed), "skip", "rerun" or "set:KEY=VALUE"
+    (change a setting, then run if needed)."""
 
     def __init__(self, cfg: PipelineConfig, data: str | Path | None, run_dir: str | Path,
                  ask: Callable[[str, str], str] | None = None):
@@ -81,152 +359,180 @@ class Pipeline:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.run_dir / LEDGER
         self.ledger: dict = read_ledger(self.ledger_path)
-        self.paths = {
-            "dataset": self.run_dir / "dataset", "embeddings": self.run_dir / "embed" / "embeddings.npy",
-            "sids": self.run_dir / "sid", "sft": self.run_dir / "sft", "rl": self.run_dir / "rl",
-            "eval": self.run_dir / "eval", "analysis": self.run_dir / "analysis",
-        }
+        self._data_key: str | None = None
 
     # ------------------------------------------------------------------------------------------------ bookkeeping
     def _save(self) -> None:
         write_json(self.ledger_path, self.ledger)
 
-    def stage_settings(self, stage: str) -> dict:
-        c = self.cfg
-        return {"data": {"data": str(self.data)}, "embed": c.embed.model_dump(exclude={"force", "device"}),
-                "sid": c.sid.model_dump(exclude={"threads"}), "sft": c.sft.model_dump(exclude={"threads", "report_to"}),
-                "rl": c.rl.model_dump(exclude={"threads", "report_to"}), "eval": c.eval.model_dump(),
-                "analyze": c.analysis.model_dump()}[stage]
+    def folder(self, stage: str) -> Path:
+        return self.run_dir / FOLDERS.get(stage, stage)
 
-    def stage_hash(self, stage: str) -> str:
-        """The hash of this stage's settings chained with every upstream stage's."""
-        chain = [self.stage_settings(s) for s in STAGES[: STAGES.index(stage) + 1]]
-        return config_hash(chain)
+    def entry(self, stage: str) -> dict:
+        return self.ledger.get("stages", {}).get(stage) or {}
 
-    def is_done(self, stage: str) -> bool:
-        entry = self.ledger.get("stages", {}).get(stage)
-        return bool(entry and entry["status"] in ("done", "skipped") and entry["hash"] == self.stage_hash(stage)
-                    and self._outputs_complete(stage))
+    def output(self, stage: str, key: str):
+        try:
+            return self.ledger["stages"][stage]["outputs"][key]
+        except KeyError:
+            raise SidrecError(f"{self.run_dir}: stage {stage} has no finished outputs; run the pipeline with "
+                              f"--from {stage}") from None
 
-    def _outputs_complete(self, stage: str) -> bool:
-        p = self.paths
-        if stage == "data":
-            return read_manifest(Path(self.ledger["stages"]["data"]["outputs"]["dataset"])) is not None
-        if stage == "embed":
-            return p["embeddings"].exists() and p["embeddings"].with_suffix(".json").exists()
-        if stage == "rl" and not self.cfg.rl.enabled:
-            return True
-        folder = {"sid": p["sids"], "sft": p["sft"], "rl": p["rl"], "eval": p["eval"], "analyze": p["analysis"]}
-        return read_manifest(folder[stage]) is not None
+    def dataset_dir(self) -> Path:
+        return Path(self.output("data", "dataset"))
+
+    def data_source(self) -> Path | None:
+        """The folder the data stage reads: --data, else the first default location that exists."""
+        from sidrec.data.resolve import DEFAULT_CANDIDATES
+
+        if self.data is not None:
+            return Path(self.data) if Path(self.data).exists() else None
+        return next((c for c in DEFAULT_CANDIDATES if c.exists()), None)
+
+    def settings(self, stage: Stage) -> dict:
+        """What decides the stage's outputs, besides its inputs: its section's output settings, the data's content."""
+        if not stage.enabled(self.cfg):
+            return {"enabled": False}
+        out = getattr(self.cfg, stage.section).output_settings() if stage.section else {}
+        if stage.reads_files:
+            out["content"] = self.data_key()
+        return out
+
+    def data_key(self) -> str:
+        if self._data_key is None:
+            source = self.data_source()
+            if source is None:  # the Amazon 2018 download (or a missing folder, which the data stage reports)
+                self._data_key = config_hash({"download": str(self.data)})
+            else:
+                self._data_key, files = content_key(source, self.ledger.get("data_files", {}))
+                self.ledger["data_files"] = files
+        return self._data_key
+
+    def stage_hash(self, name: str) -> str:
+        """This stage's output settings hashed with the keys of the stages it reads."""
+        stage = BY_NAME[name]
+        return config_hash({"settings": self.settings(stage), "inputs": {i: self.stage_hash(i) for i in stage.inputs}})
+
+    def is_done(self, name: str) -> bool:
+        e = self.entry(name)
+        return bool(e.get("status") in ("done", "off") and e.get("hash") == self.stage_hash(name)
+                    and self._outputs_complete(name))
+
+    def _outputs_complete(self, name: str) -> bool:
+        return all(Path(f).exists() for f in self.entry(name).get("outputs", {}).get("made", []))
 
     # ------------------------------------------------------------------------------------------------------- run
     def run(self, start: str | None = None, until: str | None = None) -> dict:
+        names = [s.name for s in STAGES]
         for name in (start, until):
-            if name is not None and name not in STAGES:
-                raise SidrecError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
-        last = STAGES.index(until) if until else len(STAGES) - 1
-        forced = STAGES.index(start) if start else len(STAGES)
-        self.ledger.setdefault("stages", {})
-        self.ledger["config"] = self.cfg.model_dump()
-        for i, stage in enumerate(STAGES[: last + 1]):
-            rerun = i >= forced
-            if self.ask is not None:
-                choice = self.ask(stage, "done" if self.is_done(stage) else "to do")
-                if choice == "skip":
-                    if not self._outputs_complete_safe(stage):
-                        raise SidrecError(f"cannot skip stage {stage}: it has no finished outputs in {self.run_dir}")
-                    console.print(f"[yellow]{stage}[/]: skipped (asked)")
-                    continue
-                if choice.startswith("method:"):  # the workflow script's "change SID method"
-                    self.cfg.sid.method = choice.split(":", 1)[1]
-                    self.ledger["config"] = self.cfg.model_dump()
-                rerun = rerun or choice == "rerun"
-            if self.is_done(stage) and not rerun:
-                console.print(f"[green]{stage}[/]: done earlier, skipped")
-                self.ledger["stages"][stage]["skipped_runs"] = self.ledger["stages"][stage].get("skipped_runs", 0) + 1
-                self._save()
-                continue
-            self._run_stage(stage)
+            if name is not None and name not in names:
+                raise SidrecError(f"unknown stage '{name}'; stages: {', '.join(names)}")
+        with RunLock(self.run_dir), run_log(self.run_dir / LOG):
+            t0 = time.time()
+            self._run(names[: names.index(until) + 1] if until else names, names.index(start) if start else None)
+            self.summary(time.time() - t0)
         return self.ledger
 
-    def _outputs_complete_safe(self, stage: str) -> bool:
-        try:
-            return self._outputs_complete(stage)
-        except KeyError:
-            return False
+    def _run(self, names: list[str], forced: int | None) -> None:
+        self.ledger.setdefault("stages", {})
+        self._record_config()
+        this_run = {}
+        for i, name in enumerate(names):
+            rerun = forced is not None and i >= forced
+            if self.ask is not None:
+                choice = self.ask(name, "done" if self.is_done(name) else "to do")
+                if choice == "skip":
+                    if not (self.entry(name).get("status") in ("done", "off") and self._outputs_complete(name)):
+                        raise SidrecError(f"cannot skip stage {name}: it has no finished outputs in {self.run_dir}")
+                    console.print(f"[yellow]{name}[/]: skipped (asked)")
+                    this_run[name] = "skipped (asked)"
+                    continue
+                if choice.startswith("set:"):
+                    self.cfg = validate_pipeline_config(apply_overrides(self.cfg.model_dump(), [choice[4:]]))
+                    self._record_config()
+                rerun = rerun or choice == "rerun"
+            entry = self.entry(name)
+            if self.is_done(name) and not rerun:
+                if entry["status"] == "done":
+                    console.print(f"[green]{name}[/]: done earlier, skipped")
+                entry["skipped_runs"] = entry.get("skipped_runs", 0) + 1
+                this_run[name] = "skipped"
+                self._save()
+                continue
+            self._run_stage(BY_NAME[name])
+            this_run[name] = self.entry(name)["status"]
+        self.ledger["last_run"] = this_run
+        self._save()
 
-    def _run_stage(self, stage: str) -> None:
-        console.rule(f"[bold]{stage}")
-        entry = {"status": "running", "hash": self.stage_hash(stage), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self.ledger["stages"][stage] = entry
+    def _record_config(self) -> None:
+        import yaml
+
+        self.ledger["config"] = self.cfg.model_dump(mode="json")
+        write_text(self.run_dir / RESOLVED, "# the resolved config of this run: sidrec pipeline --config THIS_FILE\n"
+                   + yaml.safe_dump(self.ledger["config"], sort_keys=False))
+
+    def _run_stage(self, stage: Stage) -> None:
+        entry = {"status": "running", "hash": self.stage_hash(stage.name),
+                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if not stage.enabled(self.cfg):
+            entry.update(status="off", outputs={}, seconds=0.0)
+            self.ledger["stages"][stage.name] = entry
+            self._save()
+            return
+        console.rule(f"[bold]{stage.name}[/]: {stage.help}")
+        logging.getLogger("sidrec.pipeline").info("stage %s starts", stage.name)
+        self.ledger["stages"][stage.name] = entry
         self._save()
         t0 = time.time()
-        outputs = getattr(self, f"_stage_{stage}")()
-        entry.update(status="skipped" if outputs is None else "done", outputs=outputs or {},
-                     seconds=round(time.time() - t0, 1), finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        outputs = stage.run(self)
+        entry.update(status="done", outputs=outputs, seconds=round(time.time() - t0, 1),
+                     finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        logging.getLogger("sidrec.pipeline").info("stage %s done in %s s", stage.name, entry["seconds"])
         self._save()
 
-    def dataset_dir(self) -> Path:
-        try:
-            return Path(self.ledger["stages"]["data"]["outputs"]["dataset"])
-        except KeyError:
-            raise SidrecError(f"{self.run_dir}: the data stage has not run; start with --from data") from None
-
-    def model_dir(self) -> Path:
-        return (self.paths["rl"] if self.cfg.rl.enabled else self.paths["sft"]) / "model"
-
-    # ---------------------------------------------------------------------------------------------------- stages
-    def _stage_data(self):
-        from sidrec.data.resolve import resolve_data
-
-        return {"dataset": str(resolve_data(self.data, self.run_dir))}
-
-    def _stage_embed(self):
-        from sidrec.embed import embed_items
-
-        info = embed_items(self.dataset_dir(), self.paths["embeddings"], **self.cfg.embed.model_dump())
-        return {"embeddings": str(self.paths["embeddings"]), "reused": info["reused"]}
-
-    def _stage_sid(self):
-        from sidrec.sid.build import build_sids
-
-        s = self.cfg.sid
-        build_sids(s.method, self.paths["embeddings"], self.dataset_dir(), self.paths["sids"], levels=s.levels,
-                   codebook=s.codebook, seed=s.seed, collision=s.collision, threads=s.threads, **s.method_params())
-        return {"sids": str(self.paths["sids"])}
-
-    def _stage_sft(self):
-        from sidrec.train.sft import run_sft
-
-        return {"model": str(run_sft(self.cfg.sft, self.dataset_dir(), self.paths["sids"], self.paths["sft"]))}
-
-    def _stage_rl(self):
-        if not self.cfg.rl.enabled:
-            console.print("rl: disabled (rl.enabled=false)")
-            return None
-        from sidrec.train.rl import RlConfig, run_rl
-
-        rl = RlConfig(**self.cfg.rl.model_dump(exclude={"enabled"}))
-        return {"model": str(run_rl(rl, self.paths["sft"] / "model", self.dataset_dir(), self.paths["sids"],
-                                    self.paths["rl"]))}
-
-    def _stage_eval(self):
-        from sidrec.evaluate.generative import evaluate_generative
-        from sidrec.evaluate.report import print_results
-
-        e = self.cfg.eval
-        res = evaluate_generative(self.model_dir(), self.dataset_dir(), self.paths["sids"], self.paths["eval"],
-                                  split=e.split, beams=e.beams, batch_size=e.batch_size, cutoff_len=e.cutoff_len,
-                                  dtype=e.dtype, max_rows=e.max_rows)
-        print_results({str(self.model_dir()): res}, console, title=f"{e.split} metrics (exact items)")
-        return {"eval": str(self.paths["eval"]), "metrics": res["metrics"]}
-
-    def _stage_analyze(self):
-        from sidrec.analysis import run_analysis
-
-        report = run_analysis(self.paths["eval"], self.dataset_dir(), self.paths["analysis"], cfg=self.cfg.analysis,
-                              sids=self.paths["sids"])
-        return {"analysis": str(self.paths["analysis"]), "failure_rate": report.get("failure_rate")}
+    # --------------------------------------------------------------------------------------------------- summary
+    def summary(self, seconds: float) -> None:
+        """What happened, as plain text (full precision, never cut to the terminal's width)."""
+        st = self.ledger.get("stages", {})
+        lines = [f"run folder: {self.run_dir}"]
+        if "dataset" in st.get("data", {}).get("outputs", {}):
+            lines.append(f"data: {st['data']['outputs']['dataset']}")
+        ran = [n for n in BY_NAME if st.get(n, {}).get("status") == "done"]
+        done = [(n, st[n]["outputs"]) for n in ran if self.is_done(n)]
+        stale = [n for n in ran if not self.is_done(n)]
+        evals = [(n, o) for n, o in done if "metrics" in o]
+        if evals:
+            keys = [f"{m}@{k}" for k in (5, 10, 20) for m in ("HR", "NDCG")]
+            rows = [["stage", "model", "split", "rows", *keys]]
+            for n, o in evals:
+                model = Path(o["model"])
+                model = model.relative_to(self.run_dir) if model.is_relative_to(self.run_dir) else model
+                rows.append([n, str(model), o["split"], str(o["rows"]), *[repr(o["metrics"].get(k)) for k in keys]])
+            width = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+            lines.append("metrics (exact items):")
+            lines += ["  " + "  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, width)))
+                      for r in rows]
+        for n, o in done:
+            if "failure_rate" in o:
+                lines.append(f"bad cases ({n}): {o['failure_rate']!r} of rows miss the target in the top {o['top_k']}")
+            if "report" in o:
+                lines.append(f"report: {o['report']}  plots: {o['plots']}/")
+        if stale:
+            lines.append(f"out of date (their settings or inputs changed since they ran): {', '.join(stale)}")
+        times = []
+        for n, state in self.ledger.get("last_run", {}).items():
+            e = st.get(n, {})
+            if e.get("status") == "off":
+                times.append(f"{n} off")
+            elif state == "done":
+                times.append(f"{n} {e.get('seconds')} s")
+            else:
+                times.append(f"{n} {state}" + (f" ({e['seconds']} s when it ran)" if "seconds" in e else ""))
+        lines.append("stages: " + ", ".join(times))
+        lines.append(f"total: {seconds:.1f} s; log: {self.run_dir / LOG}; config: {self.run_dir / RESOLVED}")
+        text = "\n".join(lines)
+        write_text(self.run_dir / SUMMARY, text + "\n")
+        print(text, flush=True)
 
 
 def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | None = None, until: str | None = None,
@@ -325,27 +631,3 @@ def read_ledger(path: Path) -> dict:
     if not path.exists():
         return {}
     return read_json(path, hint="the run ledger is damaged; move it away to start the run afresh")
-
-
-def interactive_ask(stage: str, state: str) -> str:
-    import typer
-
-    from sidrec.sid.config import METHODS
-
-    choices = {"r": "run", "s": "skip", "R": "rerun"}
-    extra = ""
-    if stage == "sid":
-        choices["m"] = "method"
-        extra = " / [m] change SID method"
-    default = "s" if state == "done" else "r"
-    while True:
-        answer = typer.prompt(f"stage {stage} ({state}): [r]un if needed / [s]kip / [R]erun{extra}", default=default)
-        if answer in choices:
-            break
-        console.print(f"'{answer}' is not one of {', '.join(choices)}")
-    if choices[answer] == "method":
-        method = typer.prompt(f"SID method ({', '.join(METHODS)})", default="rqkmeans-constrained")
-        if method not in METHODS:
-            raise SidrecError(f"unknown SID method '{method}'; choose from {', '.join(METHODS)}")
-        return f"method:{method}"
-    return choices[answer]

@@ -2,6 +2,7 @@
 
 import sys
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -9,6 +10,29 @@ from sidrec.cli.app import app
 from sidrec.errors import SidrecError
 
 from sidrec.cli import analysis, baseline, data, demo, generative, optimize, pipeline, serve, sid  # noqa: E402,F401  (registers commands)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("sidrec")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from sidrec import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sidrec {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                           help="Print the version and exit.")) -> None:
+    """Generative recommendation with semantic IDs: data, SIDs, SFT, RL, evaluation, analysis."""
 
 
 def main() -> None:

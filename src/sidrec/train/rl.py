@@ -448,11 +448,14 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
 
         peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    from sidrec.train.logs import log_progress
+
     callback = ValidRanking()
     rollout = GroupRollout(cfg, tokenizer, trie, sid_of_item)
     trainer = GroupRolloutTrainer(model=model, args=args, reward_funcs=reward_funcs, train_dataset=train,
                                   processing_class=tokenizer, callbacks=[callback], peft_config=peft_config,
                                   rollout_func=rollout)
+    log_progress(trainer)
     last = train_resuming(trainer, "rl")  # from the newest whole checkpoint; a full disk is a one-line error
 
     final = trainer.accelerator.unwrap_model(trainer.model)

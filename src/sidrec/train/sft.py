@@ -184,9 +184,12 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
 
     args = training_arguments(cfg, out, len(train))
     callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
+    from sidrec.train.logs import log_progress
+
     SeededTrainer = seeded_trainer_class()
     trainer = SeededTrainer(model=model, args=args, data_collator=PadCollator(tokenizer.pad_token_id), train_dataset=train,
                       eval_dataset=valid, processing_class=tokenizer, callbacks=callbacks)
+    log_progress(trainer)
     last = train_resuming(trainer, "sft")  # from the newest whole checkpoint; a full disk is a one-line error
 
     model = trainer.model
