@@ -7,7 +7,7 @@ from rich.console import Console
 from sidrec.cli.app import app
 from sidrec.errors import SidrecError
 
-from sidrec.cli import analysis, baseline, data, demo, generative, optimize, pipeline, serve, sid  # noqa: E402,F401  (registers commands)
+from sidrec.cli import analysis, baseline, data, demo, generative, optimize, pipeline, rerank, serve, sid  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:
