@@ -160,3 +160,24 @@ def test_bad_inputs_are_one_line_errors(toy, tmp_path):
     res = CliRunner().invoke(app, ["rerank", "--eval", str(out), "--data", str(data), "--scorer",
                                    str(tmp_path / "other_sasrec"), "--out", str(tmp_path / "y"), "--weight", "1"])
     assert res.exit_code != 0 and not (tmp_path / "y" / "results.json").exists()
+
+
+def test_eval_refuses_a_bad_weight_before_loading_the_model(toy, tmp_path):
+    root, data, sids, out, _ = toy
+    res = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "no_model"), "--data", str(data), "--sids",
+                                   str(sids), "--out", str(tmp_path / "e"), "--rerank", str(root / "sasrec"),
+                                   "--rerank-weight", "-1"])
+    assert isinstance(res.exception, SidrecError) and "out of range" in str(res.exception)
+
+
+def test_a_scorer_without_a_fingerprint_is_checked_by_item_count_only(toy, tmp_path):
+    import shutil
+
+    root, data, sids, out, _ = toy
+    old = tmp_path / "old_sasrec"
+    shutil.copytree(root / "sasrec" / "model", old / "model")
+    manifest = json.loads((old / "model" / "manifest.json").read_text())
+    del manifest["data_fingerprint"]
+    (old / "model" / "manifest.json").write_text(json.dumps(manifest))
+    report = rerank_eval(out, data, [old], tmp_path / "r", 0.5)
+    assert not report["scorer"]["dataset_checked"] and set(report["splits"]) == {"test"}

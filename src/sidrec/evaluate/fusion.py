@@ -240,6 +240,7 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
     `valid_eval` (a `sidrec eval --split valid` folder of the same model). Returns the gains report."""
     import time
 
+    from sidrec.analysis.badcase import load_eval
     from sidrec.data.canonical import Dataset
     from sidrec.evaluate.harness import write_evaluation
     from sidrec.evaluate.metrics import hr_ndcg, target_ranks
@@ -261,10 +262,7 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
     if auto and valid_eval is None:
         raise SidrecError("--rerank-weight auto picks λ on valid: give the valid evaluation folder (--valid-eval)")
     ds = Dataset.load(data_dir)
-    from sidrec.analysis.badcase import load_eval
-
-    test_results = load_eval(eval_dir)[0]
-    sids = sids or test_results.get("sids")
+    sids = sids or load_eval(eval_dir)[0].get("sids")
     if sids is None:
         raise SidrecError(f"{eval_dir}: results.json records no SID folder; pass --sids")
     codes, _ = load_sids(sids)
@@ -347,6 +345,9 @@ def format_gains(report: dict) -> list[str]:
     m = report["metric"]
     k = m.split("@")[1]
     lines = [f"re-ranked with λ = {report['weight']:g} ({', '.join(report['scorer']['paths'])})",
+             *([] if report["scorer"]["dataset_checked"] else
+               ["note: a scorer run records no dataset fingerprint (trained before it was recorded); only its item "
+                "count was checked"]),
              f"{'split':<6} {'rows group':<28} {'rows':>6}  {'HR@' + k:>15}  {'NDCG@' + k:>15}  {'gain':>7}"]
     for split, s in report["splits"].items():
         for name, g in s["groups"].items():
