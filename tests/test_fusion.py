@@ -114,6 +114,9 @@ def test_eval_rerank_writes_a_harness_folder(toy):
     assert set(gains["splits"]) == {"valid", "test"}
     groups = gains["splits"]["test"]["groups"]
     assert groups["all"]["reranked"]["NDCG@10"] == pytest.approx(results["metrics"]["NDCG@10"])
+    a = groups["all"]
+    assert a["gain"] == pytest.approx(a["reranked"]["NDCG@10"] / a["model"]["NDCG@10"] - 1)
+    assert a["gain_ci95"][0] <= a["gain"] <= a["gain_ci95"][1]
     assert groups["all"]["rows"] == sum(g["rows"] for n, g in groups.items() if n.startswith("history"))
     assert (folder / "manifest.json").exists() and "re-ranked with λ" in output
     # every row keeps its beams, re-ordered by the fused score

@@ -217,17 +217,19 @@ def row_groups(ds, split: str, num_rows: int) -> dict[str, np.ndarray]:
 
 def group_gains(base_ranks: np.ndarray, new_ranks: np.ndarray, groups: dict[str, np.ndarray],
                 ks: Sequence[int] = (10,)) -> dict[str, dict]:
-    """Per group: rows, the model's and the re-ranked HR/NDCG@K and the relative NDCG gain (empty groups left out)."""
+    """Per group: rows, the model's and the re-ranked HR/NDCG@K, the relative NDCG gain and its paired-bootstrap 95 %
+    interval (`evaluate.stats`); empty groups are left out."""
     from sidrec.evaluate.metrics import hr_ndcg
+    from sidrec.evaluate.stats import compare_ranks
 
     out = {}
+    key = f"NDCG@{ks[0]}"
     for name, mask in groups.items():
         if not mask.any():
             continue
-        base, new = hr_ndcg(base_ranks[mask], ks), hr_ndcg(new_ranks[mask], ks)
-        key = f"NDCG@{ks[0]}"
-        out[name] = {"rows": int(mask.sum()), "model": base, "reranked": new,
-                     "gain": (new[key] / base[key] - 1) if base[key] > 0 else None}
+        boot = compare_ranks(base_ranks[mask], new_ranks[mask], [key])[key]
+        out[name] = {"rows": int(mask.sum()), "model": hr_ndcg(base_ranks[mask], ks),
+                     "reranked": hr_ndcg(new_ranks[mask], ks), "gain": boot["rel"], "gain_ci95": boot["rel_ci"]}
     return out
 
 
@@ -348,11 +350,12 @@ def format_gains(report: dict) -> list[str]:
              *([] if report["scorer"]["dataset_checked"] else
                ["note: a scorer run records no dataset fingerprint (trained before it was recorded); only its item "
                 "count was checked"]),
-             f"{'split':<6} {'rows group':<28} {'rows':>6}  {'HR@' + k:>15}  {'NDCG@' + k:>15}  {'gain':>7}"]
+             f"{'split':<6} {'rows group':<28} {'rows':>6}  {'HR@' + k:>15}  {'NDCG@' + k:>15}  {'gain [95% CI]':>24}"]
     for split, s in report["splits"].items():
         for name, g in s["groups"].items():
             a, b = g["model"], g["reranked"]
-            gain = "n/a" if g["gain"] is None else f"{g['gain']:+.1%}"
+            gain = "n/a" if g["gain"] is None else (f"{g['gain']:+.1%} [{g['gain_ci95'][0]:+.1%}, "
+                                                    f"{g['gain_ci95'][1]:+.1%}]")
             lines.append(f"{split:<6} {name:<28} {g['rows']:>6}  {a['HR@' + k]:.4f}->{b['HR@' + k]:.4f}  "
-                         f"{a['NDCG@' + k]:.4f}->{b['NDCG@' + k]:.4f}  {gain:>7}")
+                         f"{a['NDCG@' + k]:.4f}->{b['NDCG@' + k]:.4f}  {gain:>24}")
     return lines
