@@ -154,7 +154,7 @@ def _train_and_evaluate(data_dir: str | Path, out_dir: str | Path, cfg: SasrecCo
     t_start = time.time()
     out = Path(out_dir)
     ds = Dataset.load(data_dir)
-    n = ds.num_items
+    n, fingerprint = ds.num_items, ds.fingerprint()  # before any fold filtering: the dataset the run belongs to
     seed_everything(cfg.seed, cfg.threads)
     if cfg.folds > 1:
         train = ds.splits["train"]
@@ -216,7 +216,8 @@ def _train_and_evaluate(data_dir: str | Path, out_dir: str | Path, cfg: SasrecCo
 
     model.load_state_dict(best_state)
     best_epoch = max((r for r in log if r["best"]), key=lambda r: r["epoch"])["epoch"]
-    save_checkpoint(model, out / "model", cfg, extra={"best_epoch": best_epoch, "best_valid_NDCG@10": best})
+    save_checkpoint(model, out / "model", cfg, extra={"best_epoch": best_epoch, "best_valid_NDCG@10": best,
+                                                          "data_fingerprint": fingerprint})
 
     info = {"model": "sasrec", "best_epoch": best_epoch, "epochs_run": len(log), "stop_reason": stop_reason,
             "best_valid_NDCG@10": best, "seed": cfg.seed}
@@ -229,7 +230,8 @@ def _train_and_evaluate(data_dir: str | Path, out_dir: str | Path, cfg: SasrecCo
     results = write_evaluation(out, "test", test_y.tolist(), top["test"], users=users["test"], num_items=n,
                                info={**info, "seconds": round(seconds, 3)}, config=cfg.model_dump(), seconds=seconds)
     write_manifest(out, "baseline.sasrec", config=cfg.model_dump(), inputs={"data": data_dir},
-                   seconds=time.time() - t_start, extra={"metrics": results["metrics"], "best_epoch": best_epoch})
+                   seconds=time.time() - t_start, extra={"metrics": results["metrics"], "best_epoch": best_epoch,
+                                                  "data_fingerprint": fingerprint})
     return results
 
 

@@ -9,7 +9,7 @@ from rich.markup import escape
 from sidrec.cli.app import app
 from sidrec.errors import SidrecError
 
-from sidrec.cli import analysis, baseline, data, demo, generative, optimize, pipeline, serve, sid  # noqa: E402,F401  (registers commands)
+from sidrec.cli import analysis, baseline, data, demo, generative, optimize, pipeline, rerank, serve, sid  # noqa: E402,F401  (registers commands)
 
 
 def version() -> str:

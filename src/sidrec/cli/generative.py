@@ -43,6 +43,9 @@ def eval_cmd(
     cutoff_len: int = typer.Option(256, help="Longest prompt in tokens (oldest history items dropped first)."),
     dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
     max_rows: Optional[int] = typer.Option(None, help="Evaluate only the first N rows (smoke tests)."),
+    rerank: Optional[List[Path]] = typer.Option(None, help="SASRec run folder(s): also write OUT/rerank, the beams "
+                                                "re-ranked by log-likelihood + λ·z(SASRec logit) (`sidrec rerank`)."),
+    rerank_weight: str = typer.Option("auto", help="λ >= 0, or auto: picked on valid (runs the valid split too)."),
 ):
     """Constrained beam search over the catalogue; HR/NDCG@K on exact items (+ SID-match figures)."""
     from sidrec.config import check_options
@@ -50,6 +53,14 @@ def eval_cmd(
 
     opts = check_options(EvalConfig, beams=beams, split=split, batch_size=batch_size, cutoff_len=cutoff_len,
                          dtype=dtype, max_rows=max_rows)  # before any model is loaded
+    if rerank:
+        from sidrec.cli.rerank import check_scorer_early, parse_weight
+        from sidrec.errors import SidrecError
+
+        rerank_weight = parse_weight(rerank_weight)
+        if rerank_weight == "auto" and split == "valid":
+            raise SidrecError("--rerank-weight auto picks λ on valid; evaluate --split test (or give a fixed λ)")
+        check_scorer_early(rerank, data, sids)
 
     from sidrec.evaluate.generative import evaluate_generative
     from sidrec.evaluate.report import print_results
@@ -60,6 +71,14 @@ def eval_cmd(
         print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
                       title=f"{split} metrics (SID match, the paper's scoring)")
     console.print(f"valid SIDs: {res['valid_sid_rate']:.2%}; {res['rows_per_second']} rows/s; outputs in {out}")
+    if rerank:
+        from sidrec.cli.rerank import rerank_after_eval
+
+        valid_eval = None
+        if rerank_weight == "auto":  # λ is picked on valid with the same model: rank the valid split too
+            valid_eval = out / "valid"
+            evaluate_generative(model, data, sids, valid_eval, **{**opts.model_dump(), "split": "valid"})
+        rerank_after_eval(out, data, sids, rerank, rerank_weight, valid_eval)
 
 
 @app.command("rl")
