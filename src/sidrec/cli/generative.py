@@ -9,6 +9,8 @@ from rich.console import Console
 from sidrec.cli.app import app
 
 console = Console()
+ALLOW_MISMATCH_HELP = ("Use the model even with SIDs or a dataset other than those it was trained with "
+                       "(sidrec_binding.json); a warning instead of an error.")
 
 
 @app.command("sft")
@@ -32,7 +34,8 @@ def sft_cmd(
 def eval_cmd(
     model: Path = typer.Option(..., help="HF model folder (from `sidrec sft` or `sidrec rl`)."),
     data: Path = typer.Option(..., help="Canonical dataset folder."),
-    sids: Path = typer.Option(..., help="SID folder (index.json) the model was trained with."),
+    sids: Optional[Path] = typer.Option(None, help="SID folder (index.json) the model was trained with (default: the "
+                                                   "one its sidrec_binding.json records)."),
     out: Path = typer.Option(..., help="Evaluation folder: results.json, predictions.jsonl."),
     beams: int = typer.Option(50, help="Beam width = number of ranked SIDs per row."),
     split: str = typer.Option("test", help="train, valid or test."),
@@ -40,13 +43,16 @@ def eval_cmd(
     cutoff_len: int = typer.Option(256, help="Longest prompt in tokens (oldest history items dropped first)."),
     dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
     max_rows: Optional[int] = typer.Option(None, help="Evaluate only the first N rows (smoke tests)."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
 ):
     """Constrained beam search over the catalogue; HR/NDCG@K on exact items (+ SID-match figures)."""
     from sidrec.evaluate.generative import evaluate_generative
     from sidrec.evaluate.report import print_results
+    from sidrec.model.binding import recorded_sids
 
+    sids = sids or recorded_sids(model)
     res = evaluate_generative(model, data, sids, out, split=split, beams=beams, batch_size=batch_size,
-                              cutoff_len=cutoff_len, dtype=dtype, max_rows=max_rows)
+                              cutoff_len=cutoff_len, dtype=dtype, max_rows=max_rows, allow_mismatch=allow_mismatch)
     print_results({str(model): res}, console, title=f"{split} metrics (exact items)")
     if "metrics_sid_match" in res:
         print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
@@ -62,11 +68,12 @@ def rl_cmd(
     out: Path = typer.Option(..., help="Run folder: model/, checkpoints/, valid_history.json, manifest.json."),
     config: Optional[Path] = typer.Option(None, help="YAML config (section `rl`), e.g. configs/rl-cpu.yaml."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key, e.g. rl.beta=0.01."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
 ):
     """GRPO over constrained-beam groups with ranking-aware rewards (resumes from OUT/checkpoints when present)."""
     from sidrec.config import load_config
     from sidrec.train.rl import RlConfig, run_rl
 
     cfg = load_config(RlConfig, config, set_, section="rl")
-    model_dir = run_rl(cfg, model, data, sids, out)
+    model_dir = run_rl(cfg, model, data, sids, out, allow_mismatch=allow_mismatch)
     console.print(f"model saved to {model_dir}")

@@ -12,14 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from sidrec.errors import SidrecError
 from sidrec.model.tokenizer import add_sid_tokens
-from sidrec.train.config import SmallModelConfig
 
 
-def build_small_model(tokenizer, cfg: SmallModelConfig, seed: int = 0) -> Qwen2ForCausalLM:
+def build_small_model(tokenizer, cfg, seed: int = 0) -> Qwen2ForCausalLM:
+    """`cfg`: the sizes (`sidrec.train.config.SmallModelConfig`; not imported here, the model sits below training)."""
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
@@ -54,6 +55,9 @@ def load_llm(name_or_path: str, sid_tokens: list[str] | None = None, dtype: str 
     except OSError as e:
         hint = ("; offline? download it once and pass the local folder" if not looks_local else "")
         raise SidrecError(f"{name_or_path}: cannot load a model ({str(e).splitlines()[0]}){hint}") from None
+    except SafetensorError as e:
+        raise SidrecError(f"{name_or_path}: corrupt weights file ({str(e).splitlines()[0]}); copy or re-train the "
+                          f"model") from None
     except ValueError as e:
         raise SidrecError(f"{name_or_path}: not a causal language model ({str(e).splitlines()[0]})") from None
     if sid_tokens:
