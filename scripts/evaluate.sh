@@ -4,8 +4,9 @@
 # Usage (the guide's flags):
 #   bash scripts/evaluate.sh --base_model ./outputs/sft_0.5b_Industrial_and_Scientific_xxx --category Industrial_and_Scientific \
 #        [--data_root ./data/Amazon18] [--data DIR] [--sids DIR] [--output_dir DIR] [--num_beams 50] [--batch_size 32]
-# --base_model: a `sidrec sft`/`sidrec rl` run folder or its model/ folder. The dataset is DATA_ROOT/CATEGORY, its SIDs
-# DATA/sids. Writes OUTPUT_DIR (default ./evaluation/<run name>): results.json, predictions.jsonl, manifest.json.
+# --base_model: a `sidrec sft`/`sidrec rl` run folder or its model/ folder. The dataset is DATA_ROOT/CATEGORY, the SIDs
+# those the model was trained with (its sidrec_binding.json; DATA/sids for a model without one). SIDs or a dataset
+# other than the model's are refused; --allow-mismatch (passed on to `sidrec eval`) evaluates anyway. Writes OUTPUT_DIR (default ./evaluation/<run name>): results.json, predictions.jsonl, manifest.json.
 # Other flags (--max-rows N, --cutoff-len N, --dtype bf16, --split valid) go to `sidrec eval` as they are.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/_common.sh"
@@ -33,6 +34,10 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "$MODEL" ]] || die "--base_model is required (a sidrec sft/rl run folder or its model/ folder)"
 DATA="${DATA:-$DATA_ROOT/$CATEGORY}"
-SIDS="${SIDS:-$DATA/sids}"
+MODEL="$(model_dir "$MODEL")"
+# the SIDs the model was trained with (recorded in its sidrec_binding.json), else DATA/sids; other SIDs are refused
+SIDS_ARG=()
+if [[ -n "$SIDS" ]]; then SIDS_ARG=(--sids "$SIDS")
+elif [[ ! -f "$MODEL/sidrec_binding.json" ]]; then SIDS_ARG=(--sids "$DATA/sids"); fi
 OUTPUT_DIR="${OUTPUT_DIR:-./evaluation/$(run_label "$MODEL")}"
-run_sidrec eval --model "$(model_dir "$MODEL")" --data "$DATA" --sids "$SIDS" --out "$OUTPUT_DIR" ${EXTRA[@]+"${EXTRA[@]}"}
+run_sidrec eval --model "$MODEL" --data "$DATA" ${SIDS_ARG[@]+"${SIDS_ARG[@]}"} --out "$OUTPUT_DIR" ${EXTRA[@]+"${EXTRA[@]}"}

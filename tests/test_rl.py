@@ -450,7 +450,7 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({str(i): [f"<a_{i + 50}>", "<b_0>", "<c_0>"] for i in range(12)}))
     with pytest.raises(SidrecError, match="no SID tokens"):
-        run_rl(rl_config(), sft_dir, data, other, out)
+        run_rl(rl_config(), sft_dir, data, other, out, allow_mismatch=True)  # refused unless allowed: other SIDs
     with pytest.raises(SidrecError, match="does not exist"):
         run_rl(rl_config(), tmp_path / "nope", data, sids, out)
     assert not (out / "checkpoints").exists()

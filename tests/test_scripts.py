@@ -369,9 +369,11 @@ def eval_run(work, sft_run):
 
 def test_evaluate(work, eval_run):
     assert only_command(eval_run) == [
-        "sidrec", "eval", "--model", "./outputs/sft_toy/model", "--data", "./data/Amazon18/toy", "--sids",
-        "./data/Amazon18/toy/sids", "--out", "./evaluation/sft_toy", "--beams", "10", "--max-rows", "20"]
+        "sidrec", "eval", "--model", "./outputs/sft_toy/model", "--data", "./data/Amazon18/toy", "--out",
+        "./evaluation/sft_toy", "--beams", "10", "--max-rows", "20"]
     res = json.loads((work / "evaluation" / "sft_toy" / "results.json").read_text())
+    # no --sids: the SIDs the model was trained with, from its sidrec_binding.json
+    assert res["sids"] == str((work / "data" / "Amazon18" / "toy" / "sids").resolve())
     assert "HR@10" in json.dumps(res["metrics"])
     assert len((work / "evaluation" / "sft_toy" / "predictions.jsonl").read_text().splitlines()) == 20
 

@@ -68,6 +68,21 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def array_fingerprint(array) -> str:
+    """sha256 of an integer array's shape and values (as int64, row-major): the same codes give the same hash
+    whatever file or dtype they came from."""
+    import numpy as np
+
+    a = np.ascontiguousarray(np.asarray(array, dtype=np.int64))
+    return hashlib.sha256(f"{a.shape}".encode() + a.tobytes()).hexdigest()
+
+
+def folder_fingerprint(folder: str | os.PathLike, pattern: str = "*.parquet") -> str:
+    """sha256 over the names and sha256s of the files in `folder` matching `pattern` (a dataset's content)."""
+    files = sorted(Path(folder).glob(pattern))
+    return hashlib.sha256("".join(f"{p.name}:{file_sha256(p)}\n" for p in files).encode()).hexdigest()
+
+
 def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

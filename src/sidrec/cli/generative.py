@@ -9,6 +9,8 @@ from rich.console import Console
 from sidrec.cli.app import app
 
 console = Console()
+ALLOW_MISMATCH_HELP = ("Use the model even with SIDs or a dataset other than those it was trained with "
+                       "(sidrec_binding.json); a warning instead of an error.")
 
 
 @app.command("sft")
@@ -35,7 +37,8 @@ def sft_cmd(
 def eval_cmd(
     model: Path = typer.Option(..., help="HF model folder (from `sidrec sft` or `sidrec rl`)."),
     data: Path = typer.Option(..., help="Canonical dataset folder."),
-    sids: Path = typer.Option(..., help="SID folder (index.json) the model was trained with."),
+    sids: Optional[Path] = typer.Option(None, help="SID folder (index.json) the model was trained with (default: the "
+                                                   "one its sidrec_binding.json records)."),
     out: Path = typer.Option(..., help="Evaluation folder: results.json, predictions.jsonl."),
     beams: int = typer.Option(50, help="Beam width = number of ranked SIDs per row."),
     split: str = typer.Option("test", help="train, valid or test."),
@@ -46,6 +49,7 @@ def eval_cmd(
     rerank: Optional[List[Path]] = typer.Option(None, help="SASRec run folder(s): also write OUT/rerank, the beams "
                                                 "re-ranked by log-likelihood + λ·z(SASRec logit) (`sidrec rerank`)."),
     rerank_weight: str = typer.Option("auto", help="λ >= 0, or auto: picked on valid (runs the valid split too)."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
 ):
     """Constrained beam search over the catalogue; HR/NDCG@K on exact items (+ SID-match figures)."""
     from sidrec.config import check_options
@@ -53,6 +57,9 @@ def eval_cmd(
 
     opts = check_options(EvalConfig, beams=beams, split=split, batch_size=batch_size, cutoff_len=cutoff_len,
                          dtype=dtype, max_rows=max_rows)  # before any model is loaded
+    from sidrec.model.binding import recorded_sids
+
+    sids = sids or recorded_sids(model)
     if rerank:
         from sidrec.cli.rerank import check_scorer_early, parse_weight
         from sidrec.errors import SidrecError
@@ -65,7 +72,7 @@ def eval_cmd(
     from sidrec.evaluate.generative import evaluate_generative
     from sidrec.evaluate.report import print_results
 
-    res = evaluate_generative(model, data, sids, out, **opts.model_dump())
+    res = evaluate_generative(model, data, sids, out, **opts.model_dump(), allow_mismatch=allow_mismatch)
     print_results({str(model): res}, console, title=f"{split} metrics (exact items)")
     if "metrics_sid_match" in res:
         print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
@@ -77,7 +84,8 @@ def eval_cmd(
         valid_eval = None
         if rerank_weight == "auto":  # λ is picked on valid with the same model: rank the valid split too
             valid_eval = out / "valid"
-            evaluate_generative(model, data, sids, valid_eval, **{**opts.model_dump(), "split": "valid"})
+            evaluate_generative(model, data, sids, valid_eval, **{**opts.model_dump(), "split": "valid"},
+                                allow_mismatch=allow_mismatch)
         rerank_after_eval(out, data, sids, rerank, rerank_weight, valid_eval)
 
 
@@ -89,6 +97,7 @@ def rl_cmd(
     out: Path = typer.Option(..., help="Run folder: model/, checkpoints/, valid_history.json, manifest.json."),
     config: Optional[Path] = typer.Option(None, help="YAML config (section `rl`), e.g. configs/rl-cpu.yaml."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key, e.g. rl.beta=0.01."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
 ):
     """GRPO over constrained-beam groups with ranking-aware rewards (resumes from OUT/checkpoints when present)."""
     from sidrec.config import load_config
@@ -98,5 +107,5 @@ def rl_cmd(
 
     from sidrec.train.rl import run_rl
 
-    model_dir = run_rl(cfg, model, data, sids, out)
+    model_dir = run_rl(cfg, model, data, sids, out, allow_mismatch=allow_mismatch)
     console.print(f"model saved to {model_dir}")

@@ -9,6 +9,8 @@ from rich.console import Console
 from sidrec.cli.app import app
 
 console = Console()
+ALLOW_MISMATCH_HELP = ("Load a model even with SIDs or a dataset other than those it was trained with "
+                       "(sidrec_binding.json); a warning instead of an error.")
 DEFAULT_SALT = "sidrec-ab"  # = sidrec.serve.ab.DEFAULT_SALT (not imported here: sidrec.serve imports torch)
 
 
@@ -42,6 +44,7 @@ def serve_cmd(
     no_log: bool = typer.Option(False, "--no-log", help="Do not log impressions."),
     out: Optional[Path] = typer.Option(None, help="Folder for the default impression log (default: the current "
                                                   "folder)."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
 ):
     """Serve recommendations over HTTP (POST /recommend, GET /items, GET /healthz, GET / a page), micro-batched."""
     import uvicorn
@@ -66,7 +69,7 @@ def serve_cmd(
 
         torch.set_num_threads(threads)
     recs = load_variants(specs, data, backend=backend, beams=beams, cutoff_len=cutoff_len,
-                         batch_size=max(max_batch, 1), threads=threads)
+                         batch_size=max(max_batch, 1), threads=threads, allow_mismatch=allow_mismatch)
     info = {name: {"model": str(m), "sids": str(s), "backend": backend, "beams": beams} for name, m, s in specs}
     config = {"data": str(data), "variants": info, "shares": dict(zip(names, shares)), "salt": salt}
     log_path = None if no_log else Path(log) if log else Path(out or ".") / "impressions.sqlite"

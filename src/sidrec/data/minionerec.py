@@ -26,8 +26,8 @@ import pandas as pd
 
 from sidrec.data.canonical import SPLITS, Dataset
 from sidrec.errors import SidrecError
+from sidrec.data.sid_index import load_sids
 from sidrec.io import atomic_path, check_folder, read_json, reading, write_manifest, write_text
-from sidrec.sid.io import load_sids
 
 CSV_COLUMNS = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
                "item_sid"]

@@ -16,10 +16,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from sidrec.errors import REMAKE, SidrecError, file_problem
 from sidrec.model.tokenizer import add_sid_tokens
-from sidrec.train.config import SmallModelConfig
 
 
-def build_small_model(tokenizer, cfg: SmallModelConfig, seed: int = 0) -> Qwen2ForCausalLM:
+def build_small_model(tokenizer, cfg, seed: int = 0) -> Qwen2ForCausalLM:
+    """`cfg`: the sizes (`sidrec.train.config.SmallModelConfig`; not imported here, the model sits below training)."""
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,

@@ -594,9 +594,11 @@ def parse_variant(spec: str, default_sids: str | Path | None = None) -> tuple[st
 
 
 def load_variants(specs: Sequence[tuple[str, Path, Path]], data: str | Path, *, backend: str = "torch",
-                  beams: int = 50, cutoff_len: int = 256, batch_size: int = 32, threads: int | None = None) -> dict:
+                  beams: int = 50, cutoff_len: int = 256, batch_size: int = 32, threads: int | None = None,
+                  allow_mismatch: bool = False) -> dict:
     from sidrec.serve.recommender import Recommender
 
     return {name: Recommender.load(model, sids, data, backend=backend, device="cpu" if backend != "torch" else None,
-                                   beams=beams, cutoff_len=cutoff_len, batch_size=batch_size, threads=threads)
+                                   beams=beams, cutoff_len=cutoff_len, batch_size=batch_size, threads=threads,
+                                   allow_mismatch=allow_mismatch)
             for name, model, sids in specs}

@@ -3,7 +3,8 @@
     rec = Recommender.load("RUN/model", "SIDS", "DATA", backend="onnx")
     rec.recommend([[12, 40, 7], [3]], k=10)   # -> [[Recommendation(item_id, title, score, sid), ...], ...]
 
-`evaluate_generative` ranks its split with `Recommender.rank`, so what is served is what was measured. A score is
+`Recommender.load` and `evaluate_generative` load and rank through `sidrec.decode.inference` (which refuses SIDs the
+model was not trained with), so what is served is what was measured. A score is
 the beam's log-likelihood of the item's SID given the history (the sum of its tokens' full-vocabulary
 log-probabilities); items that share a SID (collisions) share its score and follow each other in item-id order.
 """
@@ -43,26 +44,22 @@ class Recommender:
     @classmethod
     def load(cls, model_dir: str | Path, sids_dir: str | Path, data_dir: str | Path, *, backend: str = "torch",
              device: str | None = None, beams: int = 50, cutoff_len: int = 256, batch_size: int = 32,
-             dtype: str = "fp32", threads: int | None = None, onnx_dir: str | Path | None = None) -> "Recommender":
+             dtype: str = "fp32", threads: int | None = None, onnx_dir: str | Path | None = None,
+             allow_mismatch: bool = False) -> "Recommender":
         """`backend`: "torch" (the model as trained), "int8" (dynamic int8 Linear layers, CPU) or "onnx" (ONNX Runtime,
         CPU). `beams`: beam width, the most items one call can return per history. `threads`: ONNX Runtime's
-        intra-op threads (default: torch's). `onnx_dir`: keep the exported graph there (default: a temp folder)."""
-        from sidrec.evaluate.generative import build_trie
-        from sidrec.serve.backends import load_step_model
-        from sidrec.sid.io import load_sids
-        from sidrec.tasks.builders import check_sid_coverage
+        intra-op threads (default: torch's). `onnx_dir`: keep the exported graph there (default: a temp folder).
+        `allow_mismatch`: load even if the model was trained with other SIDs or another dataset (a warning)."""
+        from sidrec.decode.inference import load_for_inference
 
         if not isinstance(beams, Integral) or beams < 1:
             raise SidrecError(f"beams={beams!r} must be a positive integer")
-        dataset = Dataset.load(data_dir)
-        codes, _ = load_sids(sids_dir)
-        check_sid_coverage(dataset, codes)
-        tokenizer, step_model = load_step_model(model_dir, backend, device=device, dtype=dtype, threads=threads,
-                                                onnx_dir=onnx_dir)
-        trie = build_trie(tokenizer, codes)
+        bound = load_for_inference(model_dir, sids_dir, data_dir, backend=backend, dtype=dtype, device=device,
+                                   threads=threads, onnx_dir=onnx_dir, allow_mismatch=allow_mismatch)
+        dataset, trie, codes = bound.dataset, bound.trie, bound.codes
         if beams > trie.num_sids:
             raise SidrecError(f"--beams {beams} is larger than the catalogue's {trie.num_sids} distinct SIDs")
-        return cls(step_model, tokenizer, trie, codes, dataset, beams=int(beams), cutoff_len=cutoff_len,
+        return cls(bound.step_model, bound.tokenizer, trie, codes, dataset, beams=int(beams), cutoff_len=cutoff_len,
                    batch_size=batch_size, backend=backend)
 
     # ------------------------------------------------------------------ ranking
@@ -86,7 +83,7 @@ class Recommender:
 
     def rank(self, histories, progress: bool = False) -> BeamResult:
         """The top `beams` SIDs (indices into `trie.sids`) and their log-likelihoods for each history."""
-        from sidrec.evaluate.generative import rank_histories
+        from sidrec.decode.inference import rank_histories
 
         histories = self.check_histories(histories)
         if not histories:

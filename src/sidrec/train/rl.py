@@ -186,7 +186,7 @@ def extended_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, promp
                        max_history: int, cutoff_len: int, seed: int):
     """`k` continuations of each history in `prompt_df`: the history plus one item drawn without replacement from
     the model's top-`beams` constrained beams, with the beams' probabilities renormalised (see `extend_prompts`)."""
-    from sidrec.evaluate.generative import rank_histories
+    from sidrec.decode.inference import rank_histories
 
     histories = [list(h) for h in prompt_df["history"]]
     sid_index, scores = rank_histories(model, tokenizer, trie, codes, histories, beams, cutoff_len, batch_size=64)
@@ -239,7 +239,7 @@ def training_rows(train_df, cfg: RlConfig) -> np.ndarray:
 
 
 def valid_ranking(model, tokenizer, trie, codes, histories, targets, beams, cutoff_len) -> dict[str, float]:
-    from sidrec.evaluate.generative import rank_histories
+    from sidrec.decode.inference import rank_histories
 
     was_training = model.training
     model.eval()
@@ -252,20 +252,27 @@ def valid_ranking(model, tokenizer, trie, codes, histories, targets, beams, cuto
     return hr_ndcg(target_ranks(sid_index.tolist(), sid_of_item[targets].tolist()), ks=(5, 10, 20))
 
 
-def _save_model(model, tokenizer, folder: Path) -> None:
+def _save_model(model, tokenizer, folder: Path, bound_to: tuple | None = None) -> None:
+    """Save an HF folder whole; `bound_to` = (codes, sids, data_dir) it was trained on (`write_binding`)."""
+    from sidrec.model.binding import write_binding
+
     staging = folder.with_name("." + folder.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    if bound_to is not None:
+        write_binding(staging, *bound_to)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
 
 
-def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
+def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str | Path, out: str | Path,
+           allow_mismatch: bool = False) -> Path:
+    """`allow_mismatch`: start even if the SFT model was trained with other SIDs or another dataset."""
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from sidrec.evaluate.generative import build_trie, load_model_for_inference
+    from sidrec.decode.inference import load_for_inference, load_model_for_inference
     from sidrec.sid.io import load_sids
 
     t0 = time.time()
@@ -306,8 +313,9 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     check_sid_coverage(dataset, codes)
     if scorer is not None and scorer.num_items != dataset.num_items:
         raise SidrecError(f"{cfg.scorer}: SASRec scores {scorer.num_items} items, the dataset has {dataset.num_items}")
-    tokenizer, model = load_model_for_inference(model_dir, dtype="bf16" if cfg.bf16 else "fp32")
-    trie = build_trie(tokenizer, codes)  # fails if the SFT tokenizer lacks these SID tokens
+    bound = load_for_inference(model_dir, sids, data_dir, dtype="bf16" if cfg.bf16 else "fp32",
+                               allow_mismatch=allow_mismatch)  # refuses SIDs the SFT model was not trained with
+    tokenizer, model, trie = bound.tokenizer, bound.model, bound.trie
     if cfg.num_generations > trie.num_sids:
         raise SidrecError(f"num_generations={cfg.num_generations} is larger than the catalogue's {trie.num_sids} SIDs")
     sid_of_item = trie.sid_of_item(dataset.num_items)
@@ -411,6 +419,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
             return logps, entropy, None
 
     best_dir, history_path = out / "best_model", out / "valid_history.json"
+    bound_to = (codes, sids, data_dir)
 
     class ValidRanking(TrainerCallback):
         def __init__(self):
@@ -430,7 +439,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
             print(f"[rl] step {state.global_step}: valid HR@10 {m['HR@10']:.4f} NDCG@10 {m['NDCG@10']:.4f}")
             if cfg.keep_best and m["NDCG@10"] > self.best:
                 self.best = m["NDCG@10"]
-                _save_model(trainer.accelerator.unwrap_model(model), tokenizer, best_dir)
+                _save_model(trainer.accelerator.unwrap_model(model), tokenizer, best_dir, bound_to)
             write_json(history_path, self.history)
 
         def on_train_begin(self, args, state, control, model=None, **kw):
@@ -465,12 +474,12 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
             from peft import load_peft_weights, set_peft_model_state_dict
 
             set_peft_model_state_dict(final, load_peft_weights(str(best_dir)))
-        _save_model(final.merge_and_unload(), tokenizer, model_dir_out)
+        _save_model(final.merge_and_unload(), tokenizer, model_dir_out, bound_to)
     elif cfg.keep_best and best_dir.is_dir():
         shutil.rmtree(model_dir_out, ignore_errors=True)
         best_dir.rename(model_dir_out)
     else:
-        _save_model(final, tokenizer, model_dir_out)
+        _save_model(final, tokenizer, model_dir_out, bound_to)
     best = max(callback.history, key=lambda h: h["NDCG@10"])
     write_json(out / "train_log.json", list(trainer.state.log_history))
     write_manifest(out, "rl", config=cfg.model_dump(), inputs={"model": model_dir, "data": data_dir, "sids": sids},

@@ -20,6 +20,7 @@ from sidrec.data.canonical import Dataset, latest_rows_per_user
 from sidrec.errors import SidrecError
 from sidrec.io import write_json, write_manifest
 from sidrec.model.backbone import build_small_model, load_llm
+from sidrec.model.binding import write_binding
 from sidrec.model.tokenizer import build_data_tokenizer
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
@@ -200,6 +201,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    write_binding(staging, codes, sids, data_dir)  # the SIDs and data it was trained on, its weights' sha256
     shutil.rmtree(model_dir, ignore_errors=True)
     staging.rename(model_dir)
     write_json(out / "train_log.json", list(trainer.state.log_history))
