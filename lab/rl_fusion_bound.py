@@ -31,7 +31,8 @@ from sidrec.evaluate.generative import build_trie, load_model_for_inference, ran
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.sid.io import load_sids
-from sidrec.train.rewards import group_zscores, in_history, recent_popularity
+from sidrec.evaluate.fusion import group_zscores
+from sidrec.train.rewards import in_history, recent_popularity
 
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 25.0)
 

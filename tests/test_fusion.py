@@ -11,10 +11,10 @@ from sidrec.baselines import SasrecConfig, run_sasrec
 from sidrec.baselines.sasrec import SASRec, save_checkpoint
 from sidrec.cli import app
 from sidrec.errors import SidrecError
-from sidrec.evaluate.fusion import (check_weight, fuse, fused_scores, pick_weight, rerank_beams, rerank_eval,
-                                    zscores)
+from sidrec.evaluate.fusion import check_weight, fuse, fused_scores, pick_weight, rerank_beams, zscores
 from sidrec.evaluate.harness import load_predictions
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
+from sidrec.rerank import rerank_eval
 
 FAST = dict(hidden=32, blocks=1, heads=1, dropout=0.1, lr=3e-3, batch_size=128, max_epochs=6, patience=3, threads=1)
 SCORES = np.array([[-1.0, -1.2, -3.0]])

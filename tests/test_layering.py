@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sidrec"
 # from the foundation up; parts on one line form one layer (they may import each other, but not in a cycle)
 LAYERS = [
     {"__init__", "io", "config", "errors"},
-    {"data"}, {"embed"}, {"sid"}, {"tasks"}, {"model"}, {"decode"}, {"evaluate"}, {"baselines"}, {"train"},
+    {"data"}, {"embed"}, {"sid"}, {"tasks"}, {"model"}, {"decode"}, {"evaluate"}, {"baselines"}, {"rerank"}, {"train"},
     {"analysis"}, {"optimize"}, {"serve"}, {"pipeline"}, {"demo"}, {"cli", "__main__"},
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}

@@ -16,13 +16,13 @@ console = Console()
 
 def parse_weight(weight: str) -> float | str:
     """'auto' or a λ >= 0 (a SidrecError otherwise), checked before any model is loaded."""
-    from sidrec.evaluate.fusion import check_weight
+    from sidrec.rerank import check_weight
 
     return "auto" if weight.strip().lower() == "auto" else check_weight(weight)
 
 
 def print_gains(report: dict, out: Path) -> None:
-    from sidrec.evaluate.fusion import format_gains
+    from sidrec.rerank import format_gains
 
     for line in format_gains(report):
         console.print(line, highlight=False, soft_wrap=True)
@@ -32,14 +32,14 @@ def print_gains(report: dict, out: Path) -> None:
 def check_scorer_early(scorers: List[Path], data: Path, sids: Path) -> None:
     """Fail on a scorer that does not fit the data or SIDs before any beam search runs."""
     from sidrec.data.canonical import Dataset
-    from sidrec.evaluate.fusion import load_checked_scorer
+    from sidrec.rerank import load_checked_scorer
     from sidrec.sid.io import load_sids
 
     load_checked_scorer(scorers, Dataset.load(data), load_sids(sids)[0], sids)
 
 
 def rerank_after_eval(out: Path, data: Path, sids: Path, scorers: List[Path], weight, valid_eval: Optional[Path]):
-    from sidrec.evaluate.fusion import rerank_eval
+    from sidrec.rerank import rerank_eval
 
     report = rerank_eval(out, data, scorers, out / "rerank", weight, valid_eval=valid_eval, sids=sids)
     print_gains(report, out / "rerank")
@@ -58,7 +58,7 @@ def rerank_cmd(
     group: Optional[int] = typer.Option(None, help="Re-rank only the first N beams of each row (default: all)."),
 ):
     """Hybrid ranking: beam log-likelihood + λ · z(SASRec logit) over each row's beams, λ picked on valid."""
-    from sidrec.evaluate.fusion import rerank_eval
+    from sidrec.rerank import rerank_eval
 
     report = rerank_eval(eval_, data, scorer, out, parse_weight(weight), valid_eval=valid_eval, sids=sids,
                          group=group)

@@ -110,3 +110,62 @@ def load_predictions(folder: str | Path) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise SidrecError(f"{path}:{n}: not valid JSON ({e.msg})") from None
     return rows
+
+
+def load_eval(eval_dir: str | Path) -> tuple[dict, list[dict], Path]:
+    """results.json and predictions.jsonl of an evaluation folder, or a SidrecError saying what is missing."""
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise SidrecError(f"{eval_dir}: evaluation folder does not exist (give the --out folder of `sidrec eval` "
+                          f"or `sidrec baseline ...`)")
+    res_path = eval_dir / "results.json"
+    pred_path = eval_dir / "predictions.jsonl"
+    missing = [p.name for p in (res_path, pred_path) if not p.exists()]
+    if missing:
+        raise SidrecError(f"{eval_dir}: no {' or '.join(missing)}; an evaluation folder holds results.json and "
+                          f"predictions.jsonl (written by `sidrec eval` / `sidrec baseline`)")
+    results = read_json(res_path)
+    rows = []
+    with open(pred_path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SidrecError(f"{pred_path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not {"row", "target", "predictions"} <= row.keys():
+                raise SidrecError(f"{pred_path}:{n}: expected an object with row, target and predictions")
+            rows.append(row)
+    if not rows:
+        raise SidrecError(f"{pred_path}: no rows")
+    return results, rows, pred_path
+
+
+def check_alignment(rows: list[dict], ds, split: str, pred_path: Path) -> None:
+    """Every prediction row must point at a distinct split row of `ds` (a canonical `Dataset`) with the same target
+    (and user, when given)."""
+    df = ds.splits[split]
+    targets = df["target"].tolist()
+    users = df["user"].tolist()
+    seen = set()
+    bad = []
+    for line, row in enumerate(rows, 1):
+        i = row["row"]
+        if not isinstance(i, int) or not 0 <= i < len(targets):
+            raise SidrecError(f"{pred_path}:{line}: row {i!r} is not a row of split '{split}' (0..{len(targets) - 1});"
+                              f" the predictions were made on another dataset or split")
+        if i in seen:
+            raise SidrecError(f"{pred_path}:{line}: row {i} appears twice")
+        seen.add(i)
+        if row["target"] != targets[i] or ("user" in row and row["user"] != users[i]):
+            bad.append((line, i, row["target"], row.get("user"), targets[i], users[i]))
+        for p in row["predictions"]:
+            if not isinstance(p, int) or not 0 <= p < ds.num_items:
+                raise SidrecError(f"{pred_path}:{line}: predicted item {p!r} is not in the catalogue of "
+                                  f"{ds.num_items} items")
+    if bad:
+        line, i, got, got_user, want, want_user = bad[0]
+        raise SidrecError(f"{pred_path}: {len(bad)} of {len(rows)} rows do not match split '{split}' of the dataset "
+                          f"(first: line {line}, row {i} has target {got}, user {got_user}; the dataset has target "
+                          f"{want}, user {want_user}); give the --data folder the model was evaluated on")

@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from sidrec.errors import SidrecError
+from sidrec.evaluate.fusion import group_zscores
 
 REWARDS = ("rule", "ranking", "prefix", "collaborative", "diversity", "novelty", "popularity")
 TARGET_REWARDS = ("rule", "ranking", "prefix")
@@ -92,16 +93,6 @@ def collaborative_reward(g: Groups, scorer=None, sid_of_item: np.ndarray | None 
     logits = np.asarray(logits, dtype=np.float64)  # (groups, G)
     keep = ~g.grouped(repeats(g, sid_of_item)) if ignore_repeats else None
     return group_zscores(logits, keep).reshape(-1)
-
-
-def group_zscores(logits: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """Each row of (groups, G) `logits` z-scored; with a bool `keep`, over the kept entries only, the others 0."""
-    if keep is None:
-        keep = np.ones(logits.shape, dtype=bool)
-    n = np.maximum(keep.sum(axis=1, keepdims=True), 1)
-    mean = np.where(keep, logits, 0.0).sum(axis=1, keepdims=True) / n
-    std = np.sqrt(np.where(keep, (logits - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n)
-    return np.where(keep & (std > 1e-8), (logits - mean) / np.maximum(std, 1e-8), 0.0)
 
 
 def in_history(sid_index: np.ndarray, histories: list[list[int]], sid_of_item: np.ndarray) -> np.ndarray:
