@@ -54,9 +54,6 @@ class SftConfig(StageConfig):
     tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
     augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
-    # leave each user's latest N training rows out of SFT, so RL (`rl.rows_per_user: N`) can train on rows the model
-    # has not memorised; 0 trains on every row
-    hold_out_latest: int = Field(0, ge=0)
     epochs: float = 3.0
     batch_size: int = 128
     micro_batch_size: int = 16
@@ -81,74 +78,66 @@ class SftConfig(StageConfig):
 
 
 class RlConfig(StageConfig):
-    rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}  # MiniOneRec's paper default
+    """RL on the SFT model. The defaults are sidrec's recipe (configs/rl-tilted-cpu.yaml, docs/benchmarks.md "RL"):
+    the tilted loss on target-free prompts, rewarded by SASRec, novelty and recent popularity. It needs `scorer`.
+    MiniOneRec's GRPO recipe (rule + ranking rewards on training rows, z-scored groups, beta 1e-3) is
+    configs/rl-cpu.yaml."""
+
+    # reward name -> weight (see `sidrec.train.rewards`): rule, ranking (MiniOneRec's), prefix, diversity,
+    # collaborative (needs `scorer`), novelty, popularity
+    rewards: dict[str, float] = {"collaborative": 1.5, "novelty": 1.0, "popularity": 0.3}
     # SASRec run folder(s) for the `collaborative` reward: one, a list (averaged), or {fold: folder(s)} of
     # cross-fitted runs (`sasrec.folds`), each scoring only the users it held out: use these on training rows
     scorer: str | list[str] | dict[int, str | list[str]] | None = None
-    # score: the `collaborative` reward is SASRec's z-score for every completion. ignore: completions already in the
-    # history get 0 and the others are z-scored among themselves, so repeats are left to the `novelty` reward. SASRec
-    # ranks the user's own items near the top (on Industrial, z ~ +1.4 within the SFT model's top 32 beams), so with
-    # `score` and weight 1.5 a repeat earns ~+2 against novelty's -1, although repeats fall over time (train 9.0%,
-    # test 2.8% of targets). Measured (docs/benchmarks.md, RL, session 11): `ignore` cut the repeats but lost NDCG@10
-    # on valid and test, so `score` stays the default.
-    collaborative_repeats: Literal["score", "ignore"] = "score"
-    num_generations: int = Field(16, ge=2)
-    rollout: Literal["beam", "sample"] = "beam"
-    add_target: bool = False  # put the target in place of the last beam when a group misses it
-    sample_train: bool = True
-    sample_size: int = Field(8000, ge=1)  # training rows used when sample_train
-    # keep only each user's latest N training rows (before sampling): their histories are the closest to the rows
-    # the model will be asked about next; None keeps every row
-    rows_per_user: int | None = Field(None, ge=1)
+    num_generations: int = Field(32, ge=2)  # completions per prompt (the group)
+    rollout: Literal["beam", "sample"] = "beam"  # the group: top-G constrained beams, or G constrained samples
+    add_target: bool = False  # prompts rows: put the target in place of the last beam when a group misses it
+    sample_train: bool = False  # train on a seeded sample of `sample_size` prompts instead of all
+    sample_size: int = Field(8000, ge=1)
     # rows: training rows (history -> target). after_train: one prompt per user, their history at the end of the
     # training period, whose next item is not in the training data (no target: target-free rewards only). The SFT
     # model never saw these histories as prompts, so what RL teaches there is not undone by its memory of the rows.
-    prompts: Literal["rows", "after_train"] = "rows"
+    prompts: Literal["rows", "after_train"] = "after_train"
     # after_train only: per user, this many more prompts, each their end-of-training history plus one next item
     # drawn from the start model's top-`num_generations` beams (by its probabilities). Such a history ends, like
     # most valid and test rows, with an item after the training period, and no model has memorised it.
-    extend_prompts: int = Field(0, ge=0)
+    extend_prompts: int = Field(5, ge=0)
     # after_train + extend_prompts only: per user, this many more prompts, each the last 1..`suffix_max` items of one
-    # of the user's continued histories. 40% of Industrial's test rows (57% of the SFT model's test NDCG@10) come from
-    # users with no training row: short histories (mostly 1-4 items) that end after the training period. No
-    # end-of-training history looks like them; these suffixes do.
-    suffix_prompts: int = Field(0, ge=0)
+    # of the user's continued histories: short histories that end after the training period, like those of the users
+    # with no training row (on Industrial 40% of the test rows). No end-of-training history looks like them.
+    suffix_prompts: int = Field(2, ge=0)
     suffix_max: int = Field(4, ge=1)
-    # Drawn items at the end of each suffix history before it is cut: 1 cuts the continued history as it is, 2
-    # continues it once more from the start model's beams, so a suffix of 1-2 items lies wholly after the training
-    # period, as the histories of users with no training row do. Measured (session 11): no gain over 1.
-    suffix_depth: int = Field(1, ge=1)
     popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
-    train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
-    micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward
+    train_batch_size: int = Field(512, ge=2)  # completions per optimiser step (per device) = prompts x G
+    micro_batch_size: int = Field(256, ge=1)  # completions per forward/backward
     epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    beta: float = Field(1e-3, ge=0)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    beta: float = Field(1.0, ge=0)  # weight of the KL to the SFT model (tilted: the tilt is exp(advantage / beta))
     # group: advantages are rewards z-scored within each group (GRPO). none: only centred (Dr. GRPO), so a reward's
     # scale survives next to the KL term and across groups: tiny differences (a popularity gap in a group without
-    # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta),
-    # the re-ranking bench/rl_fusion_bound.py measures.
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta).
+    scale_rewards: Literal["group", "batch", "none"] = "none"
     # grpo: TRL's GRPO loss (advantage-weighted log-likelihood + k3 KL to the SFT model with weight beta).
     # tilted: the same trainer, with each completion's advantage replaced by G*C*(q - p): q = softmax over the group
     # of log pi_ref + advantage / beta (the KL-regularised optimum, restricted to the group) and p = the policy's own
     # softmax over the group. That is the gradient of the cross-entropy from q to the policy's group distribution, so
     # it stops where the policy reaches the optimum instead of balancing against a per-sample KL estimate.
-    loss: Literal["grpo", "tilted"] = "grpo"
-    max_grad_norm: float = 0.3
-    warmup_ratio: float = 0.03
+    loss: Literal["grpo", "tilted"] = "tilted"
+    max_grad_norm: float = Field(0.3, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: str = "cosine"
-    eval_step: float = Field(0.1, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
+    eval_step: float = Field(0.25, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
     eval_beams: int = Field(20, ge=10)
-    max_valid_rows: int | None = 1000
-    keep_best: bool = True
-    shared_prompt_forward: bool = True  # encode each group's prompt once in the loss (see shared_prompt_logps)
-    cutoff_len: int = 128
+    max_valid_rows: int | None = Field(None, ge=1)  # valid rows measured (a seeded sample); None: all
+    keep_best: bool = True  # save the model of the best valid NDCG@10 (the SFT model if RL never beats it)
+    # encode each group's prompt once in the loss (see `shared_prompt_logps`); off: TRL's row-by-row forward
+    shared_prompt_forward: bool = True
+    cutoff_len: int = Field(128, ge=8)  # prompt + completion tokens
     bf16: bool = False
     gradient_checkpointing: bool = False
     lora: LoraSettings | None = None
     report_to: Literal["none", "tensorboard", "swanlab", "wandb"] = "none"
     deepspeed: str | None = None
     trust_remote_code: bool = False
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
     seed: int = 42
