@@ -166,3 +166,24 @@ def test_valid_ranking_keeps_the_best_model_and_resumes_its_history(tmp_path):
         again.on_step_end(None, SimpleNamespace(global_step=step, max_steps=6), None, model=FakeModel(f"step{step}"))
     assert [h["step"] for h in again.history] == [0, 2, 4, 6]  # the last step is always measured
     assert (tmp_path / "best_model" / "tag").read_text() == "step2"
+
+
+# ------------------------------------------------------------------------------------------- the default recipe
+def test_the_default_recipe_runs_with_a_scorer(tmp_path):
+    """The defaults (tilted loss, after_train prompts with continuations and suffixes, SASRec + novelty + popularity
+    rewards), scaled down to the toy: every prompt source is used and the tilted loss is logged."""
+    from generative_fixtures import train_toy_sft
+    from sidrec.baselines import SasrecConfig, run_sasrec
+    from sidrec.data import Dataset
+
+    data, sids, sft = train_toy_sft(tmp_path, epochs=1, eval_steps=100)
+    run_sasrec(data, tmp_path / "sasrec", SasrecConfig(hidden=16, blocks=1, heads=1, max_epochs=2, threads=1, seed=0),
+               progress=False)
+    cfg = RlConfig(scorer=str(tmp_path / "sasrec"), num_generations=8, train_batch_size=32, micro_batch_size=32,
+                   extend_prompts=1, suffix_prompts=1, eval_beams=10, max_valid_rows=20, eval_step=0.5, seed=0)
+    run_rl(cfg, sft, data, sids, tmp_path / "rl")
+    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
+    users = Dataset.load(data).splits["train"]["user"].nunique()
+    assert manifest["status"] == "done" and manifest["num_train_prompts"] == 3 * users  # end + continued + suffix
+    log = json.loads((tmp_path / "rl" / "train_log.json").read_text())
+    assert any("rl/kl_to_group_optimum" in e and "rewards/collaborative/mean" in e for e in log)
