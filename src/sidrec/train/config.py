@@ -1,5 +1,5 @@
 """Settings of the SFT and RL stages, without importing torch or transformers: `sidrec optimize`, the pipeline and
-config validation read them in well under a second; the stages themselves (`sft.py`, `rl.py`) import them from here.
+config validation read them in well under a second; the stages themselves (`sft.py`, `rl/`) import them from here.
 """
 
 from __future__ import annotations
