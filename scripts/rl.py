@@ -15,8 +15,9 @@ rl.<same>; --beam_search False -> rl.rollout=sample; --add_gt -> rl.add_target; 
   ranking_only  {ranking: 1}
   sasrec        {collaborative: 1}         a trained SASRec's score; needs --cf_path (a `sidrec baseline sasrec` run)
   prefix        {prefix: 1}                sidrec's dense reward: shared leading SID levels with the target
-Flags not given keep the config's values (--config, default: none, i.e. sidrec's RL defaults). Unknown flags
-(e.g. --set rl.eval_beams=20) go to `sidrec rl` as they are.
+Flags not given keep the config's values (--config, default: configs/rl-cpu.yaml, MiniOneRec's GRPO recipe; sidrec's
+own RL defaults, the tilted recipe, need a SASRec scorer: --config configs/rl-tilted-cpu.yaml). Unknown flags (e.g.
+--set rl.eval_beams=20) go to `sidrec rl` as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import die, exec_sidrec, full_category, model_dir, note, run_label, str2bool
+from _common import REPO, die, exec_sidrec, full_category, model_dir, note, run_label, str2bool
 
 REWARD_NAMES = ("rule", "ranking", "prefix", "collaborative", "diversity")
 REWARD_TYPES = {
@@ -70,7 +71,8 @@ def parse(argv=None):
     p.add_argument("--data", help="canonical dataset folder (default DATA_ROOT/CATEGORY)")
     p.add_argument("--sids", "--sid_index_path", dest="sids", help="SID folder or index.json (default DATA/sids)")
     p.add_argument("--output_dir", help="RL run folder (default ./outputs/rl_<SFT run name>; reuse it to resume)")
-    p.add_argument("--config", help="YAML with an `rl:` section, e.g. configs/rl-cpu.yaml")
+    p.add_argument("--config", default=str(REPO / "configs" / "rl-cpu.yaml"),
+                   help="YAML with an `rl:` section (default: configs/rl-cpu.yaml, MiniOneRec's GRPO recipe)")
     p.add_argument("--train_batch_size", type=int, help="completions per forward/backward")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--num_train_epochs", type=float)

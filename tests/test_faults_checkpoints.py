@@ -31,7 +31,8 @@ SFT = SftConfig(small=TINY, epochs=2, batch_size=32, micro_batch_size=32, learni
                 early_stopping_patience=None, cutoff_len=128, seed=0, tasks={"seqrec": 1.0})
 RL = RlConfig(num_generations=8, train_batch_size=32, micro_batch_size=32, sample_train=True, sample_size=32,
               epochs=1, learning_rate=1e-2, beta=0.0, eval_step=2, eval_beams=10, max_valid_rows=20, keep_best=True,
-              rewards={"rule": 1.0}, seed=0)
+              rewards={"rule": 1.0}, prompts="rows", loss="grpo", scale_rewards="group", extend_prompts=0,
+              suffix_prompts=0, seed=0)
 CUT = {"sft": 6, "rl": 4, "rl_sampled": 4}  # the checkpoint whose save is cut short: the second one
 RESUMED = {"sft": 3, "rl": 2, "rl_sampled": 2}
 

@@ -57,25 +57,6 @@ def test_collaborative_reward_is_z_scored_per_group():
     assert np.allclose(r[:3], [-1.2247449, 0, 1.2247449]) and np.allclose(r[3:], 0)
 
 
-def test_collaborative_reward_can_leave_repeats_to_novelty():
-    """`collaborative_repeats: ignore`: a completion already in the history gets 0, the others are z-scored among
-    themselves; with all repeats ignored the reward equals the plain one."""
-    class FakeScorer:
-        def score(self, histories, candidates):
-            return np.array([[9.0, 1.0, 3.0, 2.0], [4.0, 1.0, 3.0, 2.0]])
-
-    sid_of_item = np.arange(10)  # item i has SID i
-    # group 1: item 0 (logit 9, the top one) is in the history; group 2: no repeat
-    g = groups([[0, 0, 0]] * 8, [[0, 0, 0]] * 8, 4, items=[0, 1, 2, 3, 4, 5, 6, 7],
-               histories=[[0, 8]] * 4 + [[9]] * 4)
-    r = collaborative_reward(g, scorer=FakeScorer(), sid_of_item=sid_of_item, ignore_repeats=True)
-    assert np.allclose(r[:4], [0, -1.2247449, 1.2247449, 0])  # z over logits (1, 3, 2); the repeat gets 0
-    assert np.allclose(r[4:], collaborative_reward(g, scorer=FakeScorer())[4:])
-    assert collaborative_reward(g, scorer=FakeScorer())[0] > 1.5  # what `score` pays the repeat
-    with pytest.raises(SidrecError, match="SID"):
-        collaborative_reward(g, scorer=FakeScorer(), ignore_repeats=True)
-
-
 def test_collaborative_reward_routes_users_to_a_cross_fitted_scorer():
     class FoldScorer:
         needs_users = True
@@ -124,53 +105,26 @@ def test_histories_after_training():
     assert after["history"].tolist() == [[2, 6, 0], [4, 8, 2], [9, 1]]
 
 
-def test_training_rows_latest_per_user_then_sample():
+def test_training_rows_all_or_a_seeded_sample():
     import pandas as pd
 
     from sidrec.train.rl import training_rows
 
-    # users 7 and 3 interleave; each user's rows are in time order
     df = pd.DataFrame({"user": [7, 3, 7, 3, 7, 5], "history": [[1], [2], [1, 4], [2, 6], [1, 4, 8], [9]],
                        "target": [4, 6, 8, 0, 2, 1]})
     assert training_rows(df, RlConfig(sample_train=False)).tolist() == [0, 1, 2, 3, 4, 5]
-    assert training_rows(df, RlConfig(sample_train=False, rows_per_user=1)).tolist() == [3, 4, 5]
-    assert training_rows(df, RlConfig(sample_train=False, rows_per_user=2)).tolist() == [1, 2, 3, 4, 5]
-    picked = training_rows(df, RlConfig(rows_per_user=2, sample_size=3, seed=1))
-    assert len(picked) == 3 and set(picked) <= {1, 2, 3, 4, 5}
-    assert picked.tolist() == training_rows(df, RlConfig(rows_per_user=2, sample_size=3, seed=1)).tolist()
-
-
-def test_sft_hold_out_leaves_exactly_rls_rows_out():
-    import pandas as pd
-
-    from sidrec.data.canonical import Dataset
-    from sidrec.train.config import SftConfig
-    from sidrec.train.rl import training_rows
-    from sidrec.train.sft import train_examples
-
-    train = pd.DataFrame({"user": [7, 3, 7, 3, 7, 5], "history": [[1], [2], [1, 4], [2, 6], [1, 4, 8], [9]],
-                          "target": [4, 6, 8, 0, 2, 1]})
-    one = pd.DataFrame({"user": [7], "history": [[1, 4, 8, 2]], "target": [3]})
-    items = pd.DataFrame({"item_id": range(10), "title": [f"item {i}" for i in range(10)]})
-    ds = Dataset.from_frames(items, {"train": train, "valid": one, "test": one})
-    codes = np.array([[i % 3, i // 3] for i in range(10)])
-
-    def seqrec_rows(cfg):
-        return sorted((tuple(e["history"]), e["target"]) for e in train_examples(cfg, ds, codes)
-                      if e["task"] == "seqrec")
-
-    held = training_rows(train, RlConfig(sample_train=False, rows_per_user=1))
-    kept = [i for i in range(len(train)) if i not in held]
-    assert seqrec_rows(SftConfig(tasks={"seqrec": 1.0}, hold_out_latest=1)) == sorted(
-        (tuple(train["history"][i]), int(train["target"][i])) for i in kept)
-    assert len(seqrec_rows(SftConfig(tasks={"seqrec": 1.0}))) == len(train)
-    assert len(ds.splits["train"]) == len(train)  # the caller's dataset is left as it was
+    assert training_rows(df, RlConfig(sample_train=True, sample_size=10)).tolist() == [0, 1, 2, 3, 4, 5]
+    picked = training_rows(df, RlConfig(sample_train=True, sample_size=3, seed=1))
+    assert len(picked) == 3 and len(set(picked)) == 3 and (np.diff(picked) > 0).all()
+    assert picked.tolist() == training_rows(df, RlConfig(sample_train=True, sample_size=3, seed=1)).tolist()
+    assert any(training_rows(df, RlConfig(sample_train=True, sample_size=3, seed=k)).tolist() != picked.tolist()
+               for k in range(2, 6))
 
 
 def test_reward_config_errors():
     with pytest.raises(SidrecError, match="unknown reward.*bogus"):
         check_rewards({"bogus": 1.0}, None)
-    with pytest.raises(SidrecError, match="needs `scorer:`"):
+    with pytest.raises(SidrecError, match="needs rl.scorer"):
         check_rewards({"collaborative": 0.5}, None)
     with pytest.raises(SidrecError, match="every reward weight is 0"):
         check_rewards({"rule": 0.0}, None)
@@ -191,7 +145,8 @@ def weak_sft(tmp_path_factory):
 def rl_config(**kw):
     base = dict(num_generations=8, train_batch_size=32, micro_batch_size=32, sample_train=True, sample_size=96,
                 epochs=1, learning_rate=1e-2, beta=0.0, eval_step=0.5, eval_beams=10, max_valid_rows=20,
-                keep_best=False, rewards={"rule": 1.0}, seed=0)
+                keep_best=False, rewards={"rule": 1.0}, prompts="rows", loss="grpo", scale_rewards="group",
+                extend_prompts=0, suffix_prompts=0, seed=0)
     return RlConfig(**{**base, **kw})
 
 
@@ -333,21 +288,6 @@ def test_suffix_histories_cut_each_users_continued_histories():
         suffix_histories(extended, 2, 3, seed=4)["history"].tolist()
     assert suffix_histories(extended, 0, 3, seed=0).empty
 
-    # suffix_depth 2: each picked history is continued once more before the cut, so a 1- or 2-item suffix is drawn
-    # items only; the cut lengths are those of depth 1 (same seed), the items are the continued history's last ones.
-    def continue_once(frame):
-        return frame.assign(history=[h + [100 + len(h)] for h in frame["history"]])
-
-    deep = suffix_histories(extended, 2, 3, seed=0, depth=2, continue_once=continue_once)
-    assert deep["user"].tolist() == short["user"].tolist()
-    assert [len(h) for h in deep["history"]] == [len(h) for h in short["history"]]
-    for h, s in zip(deep["history"], short["history"]):
-        assert h[-1] >= 100 and h[:-1] == s[1:]  # the new item at the end, the rest shifted by one
-    with pytest.raises(SidrecError, match="needs a model"):
-        suffix_histories(extended, 2, 3, seed=0, depth=2)
-    with pytest.raises(SidrecError, match="returned 0 rows"):
-        suffix_histories(extended, 2, 3, seed=0, depth=2, continue_once=lambda frame: frame.iloc[:0])
-
 
 def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
     """`loss: tilted` reads the policy's log-likelihoods from the rollout's beam scores instead of a second forward:
@@ -370,18 +310,20 @@ def test_beam_rollout_keeps_each_completions_sid_log_likelihood(weak_sft):
                               _metrics={"train": collections.defaultdict(list)})
     rollout = GroupRollout(rl_config(num_generations=g), tokenizer, trie, trie.sid_of_item(len(codes)))
     out = rollout(prompts, trainer)
-    assert rollout.sid_logp.shape == (len(prompts),)
+    sid_logp = torch.tensor(out["sid_logp"])
+    assert sid_logp.shape == (len(prompts),)
     c = len(out["completion_ids"][0])
     ids, mask = left_pad([p + comp for p, comp in zip(out["prompt_ids"], out["completion_ids"])],
                          tokenizer.pad_token_id)
     with torch.no_grad():
         token_logp, _ = shared_prompt_logps(model, ids, mask, c)
-    assert torch.allclose(rollout.sid_logp, token_logp[:, :codes.shape[1]].sum(-1), atol=1e-4)
-    assert (rollout.sid_logp.view(-1, g).diff(dim=-1) <= 1e-6).all()  # beam order: best first
+    assert torch.allclose(sid_logp, token_logp[:, :codes.shape[1]].sum(-1), atol=1e-4)
+    assert (sid_logp.view(-1, g).diff(dim=-1) <= 1e-6).all()  # beam order: best first
     rollout.cfg = rl_config(num_generations=g, add_target=True)
     trainer.rollout_rows = trainer.rollout_rows[:g]
-    rollout([prompts[0]] * g, trainer)
-    assert rollout.sid_logp is None  # an injected target has no beam score: the loss runs the forward instead
+    out = rollout([prompts[0]] * g, trainer)
+    assert "sid_logp" not in out  # an injected target has no beam score: the loss runs the forward instead
+    assert int(trie.sid_of_item(len(codes))[0]) in out["sid"]  # the target is in the group
 
 
 def test_scale_rewards_none_keeps_the_rewards_scale(weak_sft, tmp_path):
@@ -426,7 +368,7 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
     out = tmp_path / "rl"
     with pytest.raises(SidrecError, match="unknown reward"):
         run_rl(rl_config(rewards={"ndcg": 1.0}), sft_dir, data, sids, out)
-    with pytest.raises(SidrecError, match="needs `scorer:`"):
+    with pytest.raises(SidrecError, match="needs rl.scorer"):
         run_rl(rl_config(rewards={"collaborative": 1.0}), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="no SASRec checkpoint"):
         run_rl(rl_config(rewards={"collaborative": 1.0}, scorer=str(tmp_path)), sft_dir, data, sids, out)
@@ -436,11 +378,6 @@ def test_rl_bad_inputs_fail_before_training(weak_sft, tmp_path):
         run_rl(rl_config(extend_prompts=1), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="suffix_prompts"):
         run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, suffix_prompts=1), sft_dir, data, sids, out)
-    with pytest.raises(SidrecError, match="collaborative_repeats"):
-        run_rl(rl_config(collaborative_repeats="ignore"), sft_dir, data, sids, out)
-    with pytest.raises(SidrecError, match="suffix_depth"):
-        run_rl(rl_config(prompts="after_train", rewards={"novelty": 1.0}, extend_prompts=1, suffix_depth=2), sft_dir,
-               data, sids, out)
     with pytest.raises(SidrecError, match="tilted needs beta > 0"):
         run_rl(rl_config(loss="tilted", beta=0.0), sft_dir, data, sids, out)
     with pytest.raises(SidrecError, match="add_target"):

@@ -84,9 +84,6 @@ class SftConfig(StageConfig):
     tasks: dict[str, float] = {"seqrec": 1.0, "title2sid": 1.0, "sid2title": 1.0}
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)  # train split only
     augment: AugmentSettings = Field(default_factory=AugmentSettings)  # train split only
-    # leave each user's latest N training rows out of SFT, so RL (`rl.rows_per_user: N`) can train on rows the model
-    # has not memorised; 0 trains on every row
-    hold_out_latest: int = Field(0, ge=0)
     epochs: float = Field(3.0, gt=0)  # passes over the train examples; a fraction stops part-way
     batch_size: int = Field(128, ge=1)  # examples per optimiser step, over all devices
     # examples per forward/backward on one device; batch_size / (micro_batch_size x devices) steps are accumulated,
@@ -134,69 +131,61 @@ class SftConfig(StageConfig):
 
 
 class RlConfig(StageConfig):
-    # reward -> weight, summed per completion (rewards: sidrec.train.rewards); {rule: 1, ranking: 1} is MiniOneRec's
-    # paper default
-    rewards: dict[str, float] = {"rule": 1.0, "ranking": 1.0}
+    """RL on the SFT model. The defaults are sidrec's recipe (configs/rl-tilted-cpu.yaml, docs/benchmarks.md "RL"):
+    the tilted loss on target-free prompts, rewarded by SASRec, novelty and recent popularity. It needs `scorer`.
+    MiniOneRec's GRPO recipe (rule + ranking rewards on training rows, z-scored groups, beta 1e-3) is
+    configs/rl-cpu.yaml."""
+
+    # reward name -> weight (see `sidrec.train.rewards`): rule, ranking (MiniOneRec's), prefix, diversity,
+    # collaborative (needs `scorer`), novelty, popularity
+    rewards: dict[str, float] = {"collaborative": 1.5, "novelty": 1.0, "popularity": 0.3}
     # SASRec run folder(s) for the `collaborative` reward: one, a list (averaged), or {fold: folder(s)} of
     # cross-fitted runs (`sasrec.folds`), each scoring only the users it held out: use these on training rows
     scorer: str | list[str] | dict[int, str | list[str]] | None = None
-    # score: the `collaborative` reward is SASRec's z-score for every completion. ignore: completions already in the
-    # history get 0 and the others are z-scored among themselves, so repeats are left to the `novelty` reward. SASRec
-    # ranks the user's own items near the top, so with `score` a repeat can outscore novelty's penalty, although
-    # repeats fall over time (train 9.0%, test 2.8% of targets on Industrial); `ignore` cuts the repeats but also
-    # the ranking quality (docs/benchmarks.md, RL), so `score` is the default.
-    collaborative_repeats: Literal["score", "ignore"] = "score"
-    num_generations: int = Field(16, ge=2)  # G: completions per prompt, the group whose rewards are compared
-    rollout: Literal["beam", "sample"] = "beam"  # beam: the G best constrained beams; sample: G constrained samples
-    add_target: bool = False  # put the target in place of the last beam when a group misses it
-    sample_train: bool = True  # train on a seeded sample of `sample_size` prompts instead of all of them
-    sample_size: int = Field(8000, ge=1)  # training rows used when sample_train
-    # keep only each user's latest N training rows (before sampling): their histories are the closest to the rows
-    # the model will be asked about next; None keeps every row
-    rows_per_user: int | None = Field(None, ge=1)
+    num_generations: int = Field(32, ge=2)  # completions per prompt (the group)
+    rollout: Literal["beam", "sample"] = "beam"  # the group: top-G constrained beams, or G constrained samples
+    add_target: bool = False  # prompts rows: put the target in place of the last beam when a group misses it
+    sample_train: bool = False  # train on a seeded sample of `sample_size` prompts instead of all
+    sample_size: int = Field(8000, ge=1)
     # rows: training rows (history -> target). after_train: one prompt per user, their history at the end of the
     # training period, whose next item is not in the training data (no target: target-free rewards only). The SFT
     # model never saw these histories as prompts, so what RL teaches there is not undone by its memory of the rows.
-    prompts: Literal["rows", "after_train"] = "rows"
+    prompts: Literal["rows", "after_train"] = "after_train"
     # after_train only: per user, this many more prompts, each their end-of-training history plus one next item
     # drawn from the start model's top-`num_generations` beams (by its probabilities). Such a history ends, like
     # most valid and test rows, with an item after the training period, and no model has memorised it.
-    extend_prompts: int = Field(0, ge=0)
+    extend_prompts: int = Field(5, ge=0)
     # after_train + extend_prompts only: per user, this many more prompts, each the last 1..`suffix_max` items of one
-    # of the user's continued histories. Users with no training row (40% of Industrial's test rows) have short
-    # histories that end after the training period; no end-of-training history looks like them, these suffixes do.
-    suffix_prompts: int = Field(0, ge=0)
+    # of the user's continued histories: short histories that end after the training period, like those of the users
+    # with no training row (on Industrial 40% of the test rows). No end-of-training history looks like them.
+    suffix_prompts: int = Field(2, ge=0)
     suffix_max: int = Field(4, ge=1)
-    # Drawn items at the end of each suffix history before it is cut: 1 cuts the continued history as it is, 2
-    # continues it once more from the start model's beams, so a suffix of 1-2 items lies wholly after the training
-    # period, as the histories of users with no training row do.
-    suffix_depth: int = Field(1, ge=1)
     popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
-    train_batch_size: int = Field(256, ge=2)  # completions per optimiser step (per device) = prompts x G
-    micro_batch_size: int = Field(64, ge=1)  # completions per forward/backward; must divide train_batch_size
-    epochs: float = Field(1.0, gt=0)  # passes over the prompts
-    learning_rate: float = Field(1e-4, gt=0)  # peak learning rate, after warm-up
-    beta: float = Field(1e-3, ge=0)  # weight of the KL to the SFT model: how far RL may move away from it
+    train_batch_size: int = Field(512, ge=2)  # completions per optimiser step (per device) = prompts x G
+    micro_batch_size: int = Field(256, ge=1)  # completions per forward/backward
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    beta: float = Field(1.0, ge=0)  # weight of the KL to the SFT model (tilted: the tilt is exp(advantage / beta))
     # group: advantages are rewards z-scored within each group (GRPO). none: only centred (Dr. GRPO), so a reward's
     # scale survives next to the KL term and across groups: tiny differences (a popularity gap in a group without
-    # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta),
-    # the re-ranking bench/rl_fusion_bound.py measures.
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    # repeats) are not blown up to unit size, and the KL optimum is the SFT policy tilted by exp(reward / beta).
+    scale_rewards: Literal["group", "batch", "none"] = "none"
     # grpo: TRL's GRPO loss (advantage-weighted log-likelihood + k3 KL to the SFT model with weight beta).
     # tilted: the same trainer, with each completion's advantage replaced by G*C*(q - p): q = softmax over the group
     # of log pi_ref + advantage / beta (the KL-regularised optimum, restricted to the group) and p = the policy's own
     # softmax over the group. That is the gradient of the cross-entropy from q to the policy's group distribution, so
     # it stops where the policy reaches the optimum instead of balancing against a per-sample KL estimate.
-    loss: Literal["grpo", "tilted"] = "grpo"
-    max_grad_norm: float = Field(0.3, gt=0)  # gradients are clipped to this norm: small steps keep RL stable
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # share of the training steps spent ramping the rate up from 0
+    loss: Literal["grpo", "tilted"] = "tilted"
+    max_grad_norm: float = Field(0.3, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: Scheduler = "cosine"  # how the rate falls after warm-up (an HF scheduler)
-    eval_step: float = Field(0.1, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
-    eval_beams: int = Field(20, ge=10)  # beams of the valid HR/NDCG@10 evaluations
-    max_valid_rows: int | None = Field(1000, ge=1)  # valid rows drawn (seeded) for those evaluations; None: all
-    keep_best: bool = True  # save the evaluation's best model rather than the last one
-    shared_prompt_forward: bool = True  # encode each group's prompt once in the loss (see shared_prompt_logps)
-    cutoff_len: int = Field(128, ge=8)  # longest prompt in tokens: the oldest history items are dropped first
+    eval_step: float = Field(0.25, gt=0)  # < 1: fraction of training between valid evaluations; >= 1: steps
+    eval_beams: int = Field(20, ge=10)
+    max_valid_rows: int | None = Field(None, ge=1)  # valid rows measured (a seeded sample); None: all
+    keep_best: bool = True  # save the model of the best valid NDCG@10 (the SFT model if RL never beats it)
+    # encode each group's prompt once in the loss (see `shared_prompt_logps`); off: TRL's row-by-row forward
+    shared_prompt_forward: bool = True
+    cutoff_len: int = Field(128, ge=8)  # prompt + completion tokens
     bf16: bool = False  # bfloat16 mixed precision (GPUs that support it)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
     lora: LoraSettings | None = None  # None: full fine-tuning; else train LoRA adapters only

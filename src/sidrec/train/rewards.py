@@ -13,8 +13,6 @@ other.
   group that misses the target still ranks "right first code" above "wrong first code".
 - `collaborative`: a trained SASRec's logit for the completion's item given the history, z-scored within the group.
   On training rows use cross-fitted SASRecs (`CrossFitScorer`): one trained on the same rows recalls their targets.
-  With `ignore_repeats` (`rl.collaborative_repeats: ignore`), completions already in the history get 0 and the z-score
-  is taken over the others: SASRec scores the user's own items high, which would outvote the `novelty` penalty.
 - `diversity`: 1 - (others in the group with the same first-level code) / (G - 1).
 - `novelty`: 1 if the completion's SID is not in the history, else 0. Repeats fall over time in the Amazon splits
   (9.0% of train targets are in their history, 5.2% of valid, 2.8% of test), and SFT learns the train rate.
@@ -78,8 +76,7 @@ def prefix_reward(g: Groups, **_) -> np.ndarray:
     return shared / g.pred_codes.shape[1]
 
 
-def collaborative_reward(g: Groups, scorer=None, sid_of_item: np.ndarray | None = None, ignore_repeats: bool = False,
-                         **_) -> np.ndarray:
+def collaborative_reward(g: Groups, scorer=None, **_) -> np.ndarray:
     if scorer is None:
         raise SidrecError("the collaborative reward needs a SASRec scorer (rl.scorer: a `sidrec baseline sasrec` run)")
     heads = g.histories[:: g.group_size]
@@ -91,8 +88,7 @@ def collaborative_reward(g: Groups, scorer=None, sid_of_item: np.ndarray | None 
     else:
         logits = scorer.score(heads, cands)
     logits = np.asarray(logits, dtype=np.float64)  # (groups, G)
-    keep = ~g.grouped(repeats(g, sid_of_item)) if ignore_repeats else None
-    return group_zscores(logits, keep).reshape(-1)
+    return group_zscores(logits).reshape(-1)
 
 
 def in_history(sid_index: np.ndarray, histories: list[list[int]], sid_of_item: np.ndarray) -> np.ndarray:
@@ -150,8 +146,9 @@ def check_rewards(weights: dict[str, float], scorer_path: str | None, labelled: 
         raise SidrecError(f"reward(s) {needs_target} compare with the target, and prompts `after_train` have none; "
                           f"set their weights to 0 or use prompts: rows")
     if weights.get("collaborative") and not scorer_path:
-        raise SidrecError("reward `collaborative` needs `scorer:` pointing at a trained SASRec "
-                          "(`sidrec baseline sasrec --data DIR --out OUT`, then scorer: OUT)")
+        raise SidrecError("reward `collaborative` (in the default rl.rewards) needs rl.scorer: a trained SASRec "
+                          "(`sidrec baseline sasrec --data DIR --out OUT`, then --set rl.scorer=OUT); or MiniOneRec's "
+                          "rewards without one: --config configs/rl-cpu.yaml")
 
 
 def combine(g: Groups, weights: dict[str, float], **context) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -10,13 +10,12 @@ import math
 import os
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sidrec.data.canonical import Dataset, latest_rows_per_user
+from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
 from sidrec.io import write_json, write_manifest
 from sidrec.model.backbone import build_small_model, load_llm
@@ -31,10 +30,6 @@ from sidrec.train.config import SftConfig
 def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:
     """The training examples `run_sft` trains on: the task mix, with the sampling and augmentation settings."""
     power = cfg.sampling.power if cfg.sampling.kind == "inverse_frequency" else 0.0
-    if cfg.hold_out_latest:
-        train = dataset.splits["train"]
-        keep = np.setdiff1d(np.arange(len(train)), latest_rows_per_user(train, cfg.hold_out_latest))
-        dataset = replace(dataset, splits={**dataset.splits, "train": train.iloc[keep].reset_index(drop=True)})
     return build_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed, balance_power=power,
                           short_history=cfg.augment.short_history, drop_old_fraction=cfg.augment.drop_old_fraction)
 
