@@ -111,7 +111,7 @@ def test_flipped_bytes_in_the_weights_are_a_clear_error(toy, tmp_path):
     (bad / BINDING).unlink()
     raw[20] ^= 0xFF
     weights.write_bytes(bytes(raw))
-    with pytest.raises(SidrecError, match="corrupt weights file"):
+    with pytest.raises(SidrecError, match=r"cannot be parsed \(SafetensorError"):
         evaluate_generative(bad, data, sids, tmp_path / "e", beams=10)
 
 
@@ -159,7 +159,8 @@ def test_rl_refuses_other_sids_before_training(toy, tmp_path):
     codes = toy_codes()
     codes[[3, 4]] = codes[[4, 3]]
     other = write_index(tmp_path / "other.json", codes)
-    cfg = RlConfig(rewards={"rule": 1.0}, num_generations=4, train_batch_size=8, micro_batch_size=8)
+    cfg = RlConfig(rewards={"rule": 1.0}, prompts="rows", extend_prompts=0, suffix_prompts=0, num_generations=4,
+                   train_batch_size=8, micro_batch_size=8)
     with pytest.raises(SidrecError, match="trained with the SIDs"):
         run_rl(cfg, model_dir, data, other, tmp_path / "rl")
     assert not (tmp_path / "rl" / "checkpoints").exists()

@@ -32,14 +32,14 @@ def test_defaults_are_the_tilted_recipe_and_rl_cpu_is_minionerecs():
     assert (mini.rewards, mini.prompts, mini.loss, mini.scale_rewards, mini.beta, mini.num_generations) == (
         {"rule": 1.0, "ranking": 1.0}, "rows", "grpo", "group", 1e-3, 16)
     check_settings(mini)  # runs without a scorer
-    for path in ("cpu.yaml", "smoke.yaml"):  # the pipelines' RL sections need no scorer either
-        check_settings(RlConfig(**{k: v for k, v in _section(path).items() if k != "enabled"}))
+    from sidrec.pipeline import load_pipeline_config
 
-
-def _section(name):
-    from sidrec.config import read_yaml
-
-    return read_yaml(CONFIGS / name)["rl"]
+    for path in ("cpu.yaml", "smoke.yaml"):  # the pipelines' RL sections take the scorer stage's runs
+        cfg = load_pipeline_config(CONFIGS / path)
+        assert cfg.scorer.enabled and cfg.rl.scorer is None
+        check_settings(RlConfig(**{**cfg.rl.model_dump(exclude={"enabled"}), "scorer": "SCORER"}))
+    cpu = load_pipeline_config(CONFIGS / "cpu.yaml").rl.model_dump(exclude={"scorer", "threads", "enabled"})
+    assert cpu == recipe  # make demo runs the recipe
 
 
 def test_default_settings_without_a_scorer_fail_in_one_line_naming_rl_scorer(tmp_path):
