@@ -35,7 +35,7 @@ from rich.console import Console
 
 from sidrec.analysis.badcase import AnalysisConfig
 from sidrec.baselines.config import SasrecConfig
-from sidrec.config import StageConfig, apply_overrides, read_yaml
+from sidrec.config import StageConfig, apply_overrides, describe_error, read_yaml
 from sidrec.errors import SidrecError
 from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
@@ -101,12 +101,11 @@ def validate_pipeline_config(data: dict, source: str | Path = "config") -> Pipel
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
+        msg = describe_error(e, prefix=f"{source}: ")
         section = PipelineConfig.model_fields.get(str(first["loc"][0])) if first["loc"] else None
-        valid = ", ".join(section.annotation.model_fields) if section and hasattr(section.annotation,
-                                                                                  "model_fields") else ""
-        where = f"{loc}: " if loc else ""
-        raise SidrecError(f"{source}: {where}{first['msg']}" + (f" (valid keys: {valid})" if valid else "")) from None
+        if first["type"] == "extra_forbidden" and section is not None and hasattr(section.annotation, "model_fields"):
+            msg += f" (valid keys: {', '.join(section.annotation.model_fields)})"
+        raise SidrecError(msg) from None
 
 
 # ---------------------------------------------------------------------------------------------------------- stages

@@ -26,7 +26,7 @@ class SasrecConfig(StageConfig):
     # Cross-fitting: with folds = K > 1, train only on the train rows of users whose id % K != holdout_fold, so the
     # model can score that fold's rows without having seen them (RL's collaborative reward: on Industrial a SASRec
     # puts its own training rows' targets in its top 10 for ~.55-.58 of them against ~.15-.16 on valid: it recalls
-    # them; bench/rl_teacher.py).
+    # them; lab/rl_teacher.py).
     folds: int = Field(1, ge=1)
     holdout_fold: int = Field(0, ge=0)
 

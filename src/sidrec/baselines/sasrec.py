@@ -328,7 +328,7 @@ class SasrecEnsemble:
     """Several trained SASRecs (e.g. seeds) as one scorer: the mean of their logits, same `score` contract.
 
     A single SASRec's ranking varies with its seed; averaging runs gives the collaborative reward a steadier teacher
-    (bench/rl_fusion_bound.py measures how much that moves the reward's ceiling)."""
+    (lab/rl_fusion_bound.py measures how much that moves the reward's ceiling)."""
 
     def __init__(self, scorers: list[SasrecScorer]):
         if not scorers:

@@ -30,7 +30,7 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     a SID completion is 4 tokens against a prompt of ~60, so >90% of that work is repeated. Here the rows sharing a
     prompt become one sequence, prompt + all their completions as branches, with a 4D mask in which each branch
     token sees the prompt, its own earlier tokens and itself (the beam search's tree attention). Same numbers as the
-    row-by-row forward (tested); `bench/rl_forward.py` measures the speed-up.
+    row-by-row forward (tested); `lab/rl_forward.py` measures the speed-up.
 
     `input_ids`/`attention_mask`: (N, P + C) left-padded prompts followed by C completion tokens. Returns (N, C).
     """
