@@ -24,7 +24,7 @@ from sidrec.config import StageConfig, apply_overrides, read_yaml
 from sidrec.errors import SidrecError
 from sidrec.io import config_hash, read_json, read_manifest, write_json
 from sidrec.sid.config import EmbedConfig, SidConfig
-from sidrec.train.config import RlConfig, SftConfig
+from sidrec.train.config import RlConfig, SftConfig, check_tracker
 
 STAGES = ("data", "embed", "sid", "sft", "rl", "eval", "analyze")
 LEDGER = "pipeline.json"
@@ -124,6 +124,9 @@ class Pipeline:
         for name in (start, until):
             if name is not None and name not in STAGES:
                 raise SidrecError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
+        check_tracker(self.cfg.sft.report_to, "sft.report_to")  # before the first stage, not after the SIDs
+        if self.cfg.rl.enabled:
+            check_tracker(self.cfg.rl.report_to, "rl.report_to")
         last = STAGES.index(until) if until else len(STAGES) - 1
         forced = STAGES.index(start) if start else len(STAGES)
         self.ledger.setdefault("stages", {})

@@ -9,6 +9,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sidrec.config import StageConfig
+from sidrec.errors import SidrecError
+
+# the packages HF Trainer's `report_to` integrations import
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "swanlab": ("swanlab",), "wandb": ("wandb",)}
+
+
+def check_tracker(report_to: str, field: str) -> None:
+    """Error before training when `report_to` names a tracker whose package is not installed."""
+    import importlib.util
+
+    packages = TRACKER_PACKAGES.get(report_to, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise SidrecError(f"{field}={report_to}: the {packages[0]} package is not installed; `pip install "
+                          f"{packages[0]}`, or set {field}=none")
 
 
 class SmallModelConfig(BaseModel):

@@ -39,7 +39,7 @@ from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards, recent_popularity
-from sidrec.train.config import RlConfig
+from sidrec.train.config import RlConfig, check_tracker
 
 
 class GroupRollout:
@@ -263,6 +263,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     from trl import GRPOConfig, GRPOTrainer
 
     from sidrec.evaluate.generative import build_trie, load_model_for_inference
+    from sidrec.model.backbone import check_context_length
     from sidrec.sid.io import load_sids
 
     t0 = time.time()
@@ -274,6 +275,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
 
     # every check that can fail runs before any training starts
     check_rewards(cfg.rewards, cfg.scorer, labelled=cfg.prompts == "rows")
+    check_tracker(cfg.report_to, "rl.report_to")
     if cfg.extend_prompts and cfg.prompts != "after_train":
         raise SidrecError("extend_prompts continues the after_train histories; set rl.prompts: after_train")
     if cfg.suffix_prompts and not cfg.extend_prompts:
@@ -304,6 +306,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     if scorer is not None and scorer.num_items != dataset.num_items:
         raise SidrecError(f"{cfg.scorer}: SASRec scores {scorer.num_items} items, the dataset has {dataset.num_items}")
     tokenizer, model = load_model_for_inference(model_dir, dtype="bf16" if cfg.bf16 else "fp32")
+    check_context_length(model, cfg.cutoff_len, "rl.cutoff_len")
     trie = build_trie(tokenizer, codes)  # fails if the SFT tokenizer lacks these SID tokens
     if cfg.num_generations > trie.num_sids:
         raise SidrecError(f"num_generations={cfg.num_generations} is larger than the catalogue's {trie.num_sids} SIDs")
