@@ -77,7 +77,8 @@ def test_sid_tokens_added_once_with_mean_resized_rows(assets, capsys):
     base_rows = base.get_input_embeddings().weight.detach()
     tok, model = load_llm(str(assets["qwen"]), sid_tokens, dtype="fp32")
     n = len(sid_tokens)
-    assert len(tok) == QWEN_TOKENS + n and tok.convert_tokens_to_ids(sid_tokens) == list(range(QWEN_TOKENS, QWEN_TOKENS + n))
+    assert len(tok) == QWEN_TOKENS + n
+    assert tok.convert_tokens_to_ids(sid_tokens) == list(range(QWEN_TOKENS, QWEN_TOKENS + n))
     emb = model.get_input_embeddings().weight.detach()
     assert emb.shape[0] == QWEN_TOKENS + n < QWEN25_VOCAB_ROWS and model.config.vocab_size == len(tok)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
@@ -94,6 +95,17 @@ def test_sid_tokens_added_once_with_mean_resized_rows(assets, capsys):
     assert len(tok2) == len(tok) and model2.get_input_embeddings().weight.shape[0] == len(tok)
     assert torch.equal(model2.get_input_embeddings().weight, emb)
 
+    # an untied head (Llama) gets its own new rows, also around its mean
+    base_head = AutoModelForCausalLM.from_pretrained(assets["llama"]).get_output_embeddings().weight.detach()
+    tok, model = load_llm(str(assets["llama"]), sid_tokens)
+    head = model.get_output_embeddings().weight.detach()
+    old = base_head.shape[0]
+    assert head.shape[0] == len(tok) == old + n and model.config.tie_word_embeddings is False
+    assert head.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(head[:old], base_head)
+    mean = base_head.mean(0)
+    assert 0 < (head[old:] - mean).norm(dim=-1).mean() < 1.5 * (base_head - mean).norm(dim=-1).mean()
+
 
 def test_pipeline_on_qwen25_folder_end_to_end(assets, qwen_run):
     from sidrec.serve.recommender import Recommender
@@ -107,8 +119,7 @@ def test_pipeline_on_qwen25_folder_end_to_end(assets, qwen_run):
         tok = AutoTokenizer.from_pretrained(folder)
         assert len(tok) == QWEN_TOKENS + len(sid_tokens)
         added = json.loads((folder / "tokenizer.json").read_text())["added_tokens"]
-        assert sorted(a["content"] for a in added if a["content"].startswith("<") and a["content"][1] in "abc_") \
-            == sorted(sid_tokens)  # each SID token once
+        assert [a["content"] for a in added if a["id"] >= QWEN_TOKENS] == sid_tokens  # each SID token once
         prompt = render_prompt("seqrec", history_text(codes[[0, 3]])) + "".join(sid_tokens[:1])
         ids = tok(prompt, add_special_tokens=False)["input_ids"]
         assert set(tok.convert_tokens_to_ids(sid_tokens[:1])) <= set(ids)
@@ -273,8 +284,9 @@ def test_cli_report_to_missing_tracker_is_one_line(assets, tmp_path, monkeypatch
 
     if any(__import__("importlib").util.find_spec(p) for p in ("tensorboard", "tensorboardX")):
         pytest.skip("tensorboard is installed here")
-    monkeypatch.setattr(sys, "argv", ["sidrec", "pipeline", "--data", str(assets["data"]), "--out", str(tmp_path / "o"),
-                                      "--set", f"sft.base_model={assets['llama']}", "--set", "sft.report_to=tensorboard"])
+    argv = ["sidrec", "pipeline", "--data", str(assets["data"]), "--out", str(tmp_path / "o"),
+            "--set", f"sft.base_model={assets['llama']}", "--set", "sft.report_to=tensorboard"]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2

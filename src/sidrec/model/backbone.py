@@ -58,8 +58,9 @@ def locate_model(name_or_path: str) -> tuple[str, bool]:
     try:
         validate_repo_id(name_or_path)
     except HFValidationError:
-        raise SidrecError(f"{name_or_path}: model folder does not exist; pass the path of a local Hugging Face model "
-                          f"folder (config.json, weights, tokenizer) or a hub id like Qwen/Qwen2.5-0.5B-Instruct") from None
+        raise SidrecError(f"{name_or_path}: model folder does not exist; pass the path of a local Hugging Face "
+                          f"model folder (config.json, weights, tokenizer) or a hub id like "
+                          f"Qwen/Qwen2.5-0.5B-Instruct") from None
     if isinstance(huggingface_hub.try_to_load_from_cache(name_or_path, "config.json"), str):
         return name_or_path, True
     if huggingface_hub.constants.HF_HUB_OFFLINE:
