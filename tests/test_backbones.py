@@ -293,3 +293,19 @@ def test_cli_report_to_missing_tracker_is_one_line(assets, tmp_path, monkeypatch
     lines = [l for l in capsys.readouterr().err.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and "pip install tensorboard" in lines[0] and "sft.report_to=none" in lines[0]
     assert not (tmp_path / "o" / "embed").exists()  # nothing ran
+
+
+def test_rl_bad_settings_fail_before_training(assets, qwen_run, tmp_path):
+    from sidrec.train.rl import RlConfig, run_rl
+
+    def rl(**kw):
+        out = tmp_path / "rl"
+        cfg = RlConfig(num_generations=4, train_batch_size=4, micro_batch_size=4, **kw)
+        with pytest.raises(SidrecError) as e:
+            run_rl(cfg, qwen_run / "sft" / "model", assets["data"], qwen_run / "sid", out)
+        assert not (out / "checkpoints").exists()
+        return str(e.value)
+
+    assert "rl.cutoff_len=40000 is longer than the model's max_position_embeddings=32768" in rl(cutoff_len=40000)
+    if not __import__("importlib").util.find_spec("swanlab"):
+        assert "`pip install swanlab`, or set rl.report_to=none" in rl(report_to="swanlab")
