@@ -17,7 +17,7 @@ from sidrec.errors import SidrecError
 from sidrec.model.backbone import load_llm
 from sidrec.pipeline import Pipeline, load_pipeline_config
 from sidrec.sid.io import load_sids
-from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, history_text, level_tokens, render_prompt
+from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, encode_prompt, history_text, level_tokens, render_prompt
 from sidrec.train.config import SftConfig
 from sidrec.train.sft import run_sft
 
@@ -223,6 +223,14 @@ def test_llama_folder_untied_head_and_no_pad_token(assets, tmp_path, capsys):
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == prompt and tok.pad_token == "<|end_of_text|>"
     assert tok(prompt)["input_ids"][0] == tok.bos_token_id  # the tokenizer still adds BOS for its users
+    # ... and every stage's prompts start with it, as the pretrained model's sequences did (Qwen2.5 has no BOS)
+    from sidrec.train.sft import tokenize_examples
+
+    assert encode_prompt(tok, prompt) == [tok.bos_token_id] + ids
+    qwen = assets["tokenizer"]
+    assert encode_prompt(qwen, prompt) == qwen(prompt, add_special_tokens=False)["input_ids"]
+    example = {"task": "seqrec", "history": [2, 5], "response": "x"}
+    assert tokenize_examples([example], tok, codes, 96)[0]["input_ids"][:len(ids) + 1] == [tok.bos_token_id] + ids
     config = json.loads((folder / "config.json").read_text())
     assert config["tie_word_embeddings"] is False and config["vocab_size"] == len(tok)
     gen = json.loads((folder / "generation_config.json").read_text())

@@ -38,6 +38,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage, fit_history
+from sidrec.tasks.template import encode_prompt
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups, check_rewards, recent_popularity
 from sidrec.train.config import RlConfig, check_tracker
 
@@ -58,7 +59,7 @@ class GroupRollout:
         g = self.cfg.num_generations
         rows = trainer.rollout_rows[::g]
         heads = prompts[::g]
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in heads]
+        encoded = [encode_prompt(self.tokenizer, p) for p in heads]
         model = trainer.accelerator.unwrap_model(trainer.model)
         ids, mask = left_pad(encoded, self.tokenizer.pad_token_id, next(model.parameters()).device)
         was_training = model.training

@@ -22,7 +22,7 @@ from sidrec.io import write_json, write_manifest
 from sidrec.model.backbone import build_small_model, check_context_length, load_llm
 from sidrec.model.tokenizer import build_data_tokenizer
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
-from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
+from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, encode_prompt, level_tokens
 from sidrec.train.config import SftConfig, check_tracker
 
 
@@ -46,7 +46,7 @@ def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff
             prompt, _ = fit_history(ex["task"], ex["history"], codes, tokenizer, cutoff_len - len(response))
         else:
             prompt = ex["prompt"]
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        p = encode_prompt(tokenizer, prompt)
         if len(p) + len(response) > cutoff_len:
             p = p[: max(0, cutoff_len - len(response))]  # alignment prompts only: a long title is cut at the end
         out.append({"input_ids": p + response, "labels": [-100] * len(p) + response})
