@@ -39,7 +39,7 @@ from sidrec.config import StageConfig, apply_overrides, describe_error, read_yam
 from sidrec.errors import SidrecError
 from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
-from sidrec.train.config import RlConfig, SftConfig
+from sidrec.train.config import RlConfig, SftConfig, check_tracker
 
 LEDGER = "pipeline.json"
 LOCK = ".lock"
@@ -426,6 +426,9 @@ class Pipeline:
         for name in (start, until):
             if name is not None and name not in names:
                 raise SidrecError(f"unknown stage '{name}'; stages: {', '.join(names)}")
+        check_tracker(self.cfg.sft.report_to, "sft.report_to")  # before the first stage, not after the SIDs
+        if self.cfg.rl.enabled:
+            check_tracker(self.cfg.rl.report_to, "rl.report_to")
         with RunLock(self.run_dir), run_log(self.run_dir / LOG):
             t0 = time.time()
             self._run(names[: names.index(until) + 1] if until else names, names.index(start) if start else None)

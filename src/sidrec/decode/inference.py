@@ -26,7 +26,7 @@ from sidrec.errors import SidrecError
 from sidrec.model.binding import check_binding, weight_files
 from sidrec.model.tokenizer import sid_token_ids
 from sidrec.tasks.builders import check_sid_coverage, fit_history
-from sidrec.tasks.template import level_tokens
+from sidrec.tasks.template import encode_prompt, level_tokens
 
 
 def check_finite(model, model_dir: str | Path) -> None:
@@ -62,7 +62,7 @@ def rank_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, histories
     `model`: a causal LM (`nn.Module`) or a step model (`HFStepModel`, `OnnxStepModel`, ...)."""
     model = as_step_model(model)
     prompts = [fit_history("seqrec", h, codes, tokenizer, cutoff_len)[0] for h in histories]
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = np.argsort([len(e) for e in encoded], kind="stable")
     sid_index = np.full((len(prompts), beams), -1, dtype=np.int64)
     scores = np.full((len(prompts), beams), -np.inf)

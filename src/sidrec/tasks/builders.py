@@ -21,7 +21,7 @@ import numpy as np
 
 from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
-from sidrec.tasks.template import history_text, render_prompt, sid_text
+from sidrec.tasks.template import encode_prompt, history_text, render_prompt, sid_text
 
 SEQ_TASKS = ("seqrec", "history2title")
 
@@ -37,7 +37,7 @@ def fit_history(task: str, history: list[int], codes: np.ndarray, tokenizer, cut
     keep = len(history)
     while keep > 0:
         prompt = render_prompt(task, history_text([codes[i] for i in history[len(history) - keep:]]))
-        if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= cutoff_len:
+        if len(encode_prompt(tokenizer, prompt)) <= cutoff_len:
             return prompt, keep
         keep -= 1
     raise SidrecError(f"cutoff_len={cutoff_len} is too short for a prompt with even one history item; raise cutoff_len")

@@ -40,3 +40,13 @@ def render_prompt(task: str, input_text: str) -> str:
 
 def history_text(history_codes: Sequence[Sequence[int]]) -> str:
     return HISTORY_SEP.join(sid_text(c) for c in history_codes)
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """A prompt's token ids as every stage feeds them to the model: with the BOS token first when the tokenizer adds
+    one by default (Llama), so a pretrained model sees the sequence start it was trained with; nothing else added."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and tokenizer("x")["input_ids"][:1] == [bos]:
+        ids = [bos] + ids
+    return ids

@@ -15,6 +15,22 @@ Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "c
                     "inverse_sqrt"]
 
 
+# the packages HF Trainer's `report_to` integrations import
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "swanlab": ("swanlab",), "wandb": ("wandb",)}
+
+
+def check_tracker(report_to: str, field: str) -> None:
+    """Error before training when `report_to` names a tracker whose package is not installed."""
+    import importlib.util
+
+    from sidrec.errors import SidrecError
+
+    packages = TRACKER_PACKAGES.get(report_to, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise SidrecError(f"{field}={report_to}: the {packages[0]} package is not installed; `pip install "
+                          f"{packages[0]}`, or set {field}=none")
+
+
 def _divides(value: int, info: ValidationInfo, total: str) -> int:
     """`value` (a micro-batch) must divide the field `total` of the same model (when that one is valid)."""
     if info.data.get(total) is not None and info.data[total] % value:

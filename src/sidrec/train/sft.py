@@ -18,13 +18,13 @@ import torch
 from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
 from sidrec.io import write_json, write_manifest
-from sidrec.model.backbone import build_small_model, load_llm
+from sidrec.model.backbone import build_small_model, check_context_length, load_llm
 from sidrec.model.binding import write_binding
 from sidrec.model.tokenizer import build_data_tokenizer
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
-from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, level_tokens
+from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, encode_prompt, level_tokens
 from sidrec.train.checkpoints import train_resuming
-from sidrec.train.config import SftConfig
+from sidrec.train.config import SftConfig, check_tracker
 
 
 def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:
@@ -43,7 +43,7 @@ def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff
             prompt, _ = fit_history(ex["task"], ex["history"], codes, tokenizer, cutoff_len - len(response))
         else:
             prompt = ex["prompt"]
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        p = encode_prompt(tokenizer, prompt)
         if len(p) + len(response) > cutoff_len:
             p = p[: max(0, cutoff_len - len(response))]  # alignment prompts only: a long title is cut at the end
         out.append({"input_ids": p + response, "labels": [-100] * len(p) + response})
@@ -119,6 +119,7 @@ def prepare_model(cfg: SftConfig, dataset: Dataset, codes: np.ndarray):
     else:
         tokenizer, model = load_llm(cfg.base_model, sid_tokens, dtype="bf16" if cfg.bf16 else "fp32",
                                     trust_remote_code=cfg.trust_remote_code)
+    check_context_length(model, cfg.cutoff_len, "sft.cutoff_len")
     if cfg.freeze_llm:
         _freeze_all_but_sid_rows(model, tokenizer.convert_tokens_to_ids(sid_tokens))
     elif cfg.lora is not None:
@@ -127,7 +128,9 @@ def prepare_model(cfg: SftConfig, dataset: Dataset, codes: np.ndarray):
         model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                                                  lora_dropout=cfg.lora.dropout,
                                                  target_modules=cfg.lora.target_modules,
-                                                 modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM"))
+                                                 modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM",
+                                                 # a tied head (Qwen2.5 0.5B-3B) stays tied: one trained copy
+                                                 ensure_weight_tying=bool(model.config.tie_word_embeddings)))
     return tokenizer, model
 
 
@@ -167,6 +170,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
         torch.set_num_threads(cfg.threads)
     if cfg.batch_size % cfg.micro_batch_size:
         raise SidrecError(f"batch_size={cfg.batch_size} must be a multiple of micro_batch_size={cfg.micro_batch_size}")
+    check_tracker(cfg.report_to, "sft.report_to")
     dataset = Dataset.load(data_dir)
     codes, _ = load_sids(sids)
     tokenizer, model = prepare_model(cfg, dataset, codes)

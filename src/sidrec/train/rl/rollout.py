@@ -12,6 +12,7 @@ import torch
 
 from sidrec.decode import SidTrie, constrained_beam_search, constrained_sample, left_pad
 from sidrec.errors import SidrecError
+from sidrec.tasks.template import encode_prompt
 from sidrec.train.config import RlConfig
 from sidrec.train.rewards import REWARD_FUNCTIONS, Groups
 
@@ -35,7 +36,7 @@ class GroupRollout:
         g = self.cfg.num_generations
         rows = trainer.rollout_rows[::g]
         heads = prompts[::g]
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in heads]
+        encoded = [encode_prompt(self.tokenizer, p) for p in heads]
         model = trainer.accelerator.unwrap_model(trainer.model)
         ids, mask = left_pad(encoded, self.tokenizer.pad_token_id, next(model.parameters()).device)
         was_training = model.training

@@ -14,7 +14,7 @@ from sidrec.errors import SidrecError
 from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage
 from sidrec.train.checkpoints import train_resuming
-from sidrec.train.config import RlConfig
+from sidrec.train.config import RlConfig, check_tracker
 from sidrec.train.rewards import check_rewards, recent_popularity
 from sidrec.train.rl.prompts import prompt_dataset, prompt_frame, training_rows
 from sidrec.train.rl.rollout import GroupRollout, make_reward_funcs
@@ -23,6 +23,7 @@ from sidrec.train.rl.rollout import GroupRollout, make_reward_funcs
 def check_settings(cfg: RlConfig) -> None:
     """Every check on the settings alone, so that a bad combination fails before anything loads."""
     check_rewards(cfg.rewards, cfg.scorer, labelled=cfg.prompts == "rows")
+    check_tracker(cfg.report_to, "rl.report_to")
     if cfg.extend_prompts and cfg.prompts != "after_train":
         raise SidrecError("extend_prompts continues the after_train histories; set rl.prompts: after_train")
     if cfg.suffix_prompts and not cfg.extend_prompts:
@@ -53,6 +54,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
            allow_mismatch: bool = False) -> Path:
     """`allow_mismatch`: start even if the SFT model was trained with other SIDs or another dataset."""
     from sidrec.decode.inference import load_for_inference, load_model_for_inference
+    from sidrec.model.backbone import check_context_length
     from sidrec.train.logs import log_progress
     from sidrec.sid.io import load_sids
     from sidrec.train.rl.trainer import (GroupRolloutTrainer, ValidRanking, grpo_args, lora_config, save_final,
@@ -73,6 +75,7 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     bound = load_for_inference(model_dir, sids, data_dir, dtype="bf16" if cfg.bf16 else "fp32",
                                allow_mismatch=allow_mismatch)  # refuses SIDs the SFT model was not trained with
     tokenizer, model, trie = bound.tokenizer, bound.model, bound.trie
+    check_context_length(model, cfg.cutoff_len, "rl.cutoff_len")
     bound_to = (codes, sids, data_dir)  # what the saved models are bound to
     if cfg.num_generations > trie.num_sids:
         raise SidrecError(f"num_generations={cfg.num_generations} is larger than the catalogue's {trie.num_sids} SIDs")
