@@ -112,7 +112,7 @@ def test_pipeline_on_qwen25_folder_end_to_end(assets, qwen_run):
 
     ledger = json.loads((qwen_run / "pipeline.json").read_text())
     assert {s: e["status"] for s, e in ledger["stages"].items()} == {
-        s: "done" for s in ("data", "embed", "sid", "sft", "rl", "eval", "analyze")}
+        s: "done" for s in ("data", "embed", "sid", "sft", "scorer", "rl", "eval_sft", "eval", "analyze")}
     codes, _ = load_sids(qwen_run / "sid")
     sid_tokens = [t for level in level_tokens(codes) for t in level]
     for folder in (qwen_run / "sft" / "model", qwen_run / "rl" / "model"):
@@ -308,7 +308,8 @@ def test_rl_bad_settings_fail_before_training(assets, qwen_run, tmp_path):
 
     def rl(**kw):
         out = tmp_path / "rl"
-        cfg = RlConfig(num_generations=4, train_batch_size=4, micro_batch_size=4, **kw)
+        cfg = RlConfig(rewards={"rule": 1.0}, prompts="rows", extend_prompts=0, suffix_prompts=0, num_generations=4,
+                       train_batch_size=4, micro_batch_size=4, **kw)
         with pytest.raises(SidrecError) as e:
             run_rl(cfg, qwen_run / "sft" / "model", assets["data"], qwen_run / "sid", out)
         assert not (out / "checkpoints").exists()

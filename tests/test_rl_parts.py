@@ -78,7 +78,9 @@ def test_prompt_frame_rows_and_after_train():
 
 
 def test_prompt_dataset_keeps_each_rows_target_history_and_user():
-    class Tok:  # fit_history counts tokens; one per character is enough here
+    class Tok:  # fit_history counts tokens; one per character is enough here (no BOS, as Qwen)
+        bos_token_id = None
+
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": list(range(len(text)))}
 
