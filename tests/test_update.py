@@ -225,3 +225,24 @@ def test_cli_split_time_and_update_error(world, tmp_path):
     r = run("update", "--model", stale, "--data", root / "full", "--sids", sids1, "--out", tmp_path / "u",
             "--set", "update.replay_fraction=2")
     assert r.returncode == 2 and "replay_fraction" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_model_folder_must_carry_its_training_record(world, tmp_path):
+    root, stale, sids1, _ = world
+    cfg = UpdateConfig(**UPDATE)
+    with pytest.raises(SidrecError, match="a run folder; pass its model folder"):
+        run_update(cfg, stale.parent, root / "new", sids1, tmp_path / "o")
+    bare = tmp_path / "run" / "model"
+    shutil.copytree(stale, bare)
+    write_json(tmp_path / "run" / "manifest.json", {"stage": "sft", "config": {}})
+    with pytest.raises(SidrecError, match="manifest.json: no config or inputs data, sids recorded"):
+        run_update(cfg, bare, root / "new", sids1, tmp_path / "o")
+    # an RL model was trained on its SFT model's data and SIDs
+    from sidrec.train.update import trained_record
+
+    rl = tmp_path / "rl" / "model"
+    shutil.copytree(stale, rl)
+    write_json(tmp_path / "rl" / "manifest.json", {"stage": "rl", "config": {"beta": 0.1}, "inputs": {
+        k: {"path": str(p)} for k, p in (("model", stale), ("data", root / "old"), ("sids", root / "sids0"))}})
+    record = trained_record(rl)
+    assert record.model == rl and record.sids == root / "sids0" and record.sft["epochs"] == 15

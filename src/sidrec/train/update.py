@@ -51,15 +51,21 @@ def trained_record(model_dir: str | Path) -> Trained:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise SidrecError(f"{model_dir}: model folder does not exist")
+    if (read_manifest(model_dir) or {}).get("stage") in TRAINED_STAGES:
+        raise SidrecError(f"{model_dir}: a run folder; pass its model folder, {model_dir / 'model'}")
     m = read_manifest(model_dir.parent)
     if m is None or m.get("stage") not in TRAINED_STAGES:
         raise SidrecError(f"{model_dir}: no {' / '.join(TRAINED_STAGES)} manifest.json beside it (in "
                           f"{model_dir.parent}) records what it was trained on; update a model folder written by "
                           f"`sidrec sft`, `sidrec update` or `sidrec rl`")
-    inputs = m.get("inputs", {})
+    inputs = {k: Path(v["path"]) for k, v in m.get("inputs", {}).items() if isinstance(v, dict) and "path" in v}
+    need = ("model", "data", "sids") if m["stage"] == "rl" else ("data", "sids")
+    if not set(need) <= set(inputs) or not isinstance(m.get("config"), dict):
+        raise SidrecError(f"{model_dir.parent / 'manifest.json'}: no config or inputs {', '.join(need)} recorded; "
+                          f"re-run the stage that wrote it")
     if m["stage"] == "rl":  # RL keeps the data and SIDs of the SFT model it started from
-        return replace(trained_record(inputs["model"]["path"]), model=model_dir)
-    sids, data = Path(inputs["sids"]["path"]), Path(inputs["data"]["path"])
+        return replace(trained_record(inputs["model"]), model=model_dir)
+    sids, data = inputs["sids"], inputs["data"]
     sha = m.get("sids_sha256")
     if sha is None and _index_file(sids).is_file():  # a run from before the record: the index as it is now
         sha = file_sha256(_index_file(sids))
