@@ -246,3 +246,27 @@ def test_model_folder_must_carry_its_training_record(world, tmp_path):
         k: {"path": str(p)} for k, p in (("model", stale), ("data", root / "old"), ("sids", root / "sids0"))}})
     record = trained_record(rl)
     assert record.model == rl and record.sids == root / "sids0" and record.sft["epochs"] == 15
+
+
+def test_update_examples_are_the_slice_new_items_and_a_replay_sample(world):
+    from sidrec.train.sft import train_examples
+    from sidrec.train.update import update_examples
+
+    root, _, _, _ = world
+    cfg, old, new = sft_config(), Dataset.load(root / "old"), Dataset.load(root / "new")
+    codes = np.vstack([toy_codes(), [NEW_SID]])
+    fresh, replay = update_examples(cfg, new, codes, 12, [old], 0.25)
+    assert sum(e["task"] == "seqrec" for e in fresh) == len(new.splits["train"])
+    assert [e["item"] for e in fresh if e["task"] == "title2sid"] == [12]  # alignment of the new item only
+    old_examples = train_examples(cfg, old, toy_codes())
+    assert len(replay) == round(0.25 * len(old_examples)) and all(e in old_examples for e in replay)
+    assert update_examples(cfg, new, codes, 12, [old], 0.0)[1] == []
+
+
+def test_cli_update_runs(world, tmp_path):
+    root, stale, sids1, _ = world
+    r = subprocess.run([sys.executable, "-m", "sidrec", "update", "--model", str(stale), "--data", str(root / "new"),
+                        "--sids", str(sids1), "--out", str(tmp_path / "u"), "--set", "update.epochs=0.1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "model saved to" in r.stdout and read_manifest(tmp_path / "u")["stage"] == "update"
