@@ -160,7 +160,7 @@ def test_bad_updates_are_one_line_errors_before_training(world, tmp_path):
     root, stale, sids1, updated = world
     cfg = UpdateConfig(**UPDATE)
     # the slice overlaps the model's training period (the full dataset's train holds the old rows)
-    with pytest.raises(SidrecError, match=r"train.parquet: row 0: target time .* not after the end of .*training period"):
+    with pytest.raises(SidrecError, match=r"train.parquet: row 0: target time .* not after the end of .*training"):
         run_update(cfg, stale, root / "full", sids1, tmp_path / "o")
     # SIDs that were not assigned from the model's (a copy of the index without its lineage)
     stray = tmp_path / "stray"

@@ -107,4 +107,5 @@ def split_time_cmd(
 
     s = split_time_folders(data, out_old, out_new, at=at, fraction=fraction)
     console.print(f"cut at {s['at']}: {out_old} {s['old_rows']} rows, {s['old_items']} items; {out_new} "
-                  f"{s['new_rows']} rows, {s['new_items']} new items ({s['new_items_in_slice']} in its rows)", soft_wrap=True)
+                  f"{s['new_rows']} rows, {s['new_items']} new items ({s['new_items_in_slice']} in its rows)",
+                  soft_wrap=True)

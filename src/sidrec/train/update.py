@@ -82,8 +82,8 @@ def check_sid_lineage(trained: Trained, sids: Path) -> None:
     through a chain of assigns: compared by the sha256 of index.json recorded at training and in each assign's
     manifest (`inputs.parent_index`, `parent.manifest`). The one place a model is checked against SIDs here."""
     if trained.sids_sha256 is None:
-        raise SidrecError(f"{trained.model} records no fingerprint of its SIDs and {trained.sids} is gone; cannot check "
-                          f"that {sids} extends them")
+        raise SidrecError(f"{trained.model} records no fingerprint of its SIDs and {trained.sids} is gone; cannot "
+                          f"check that {sids} extends them")
     if file_sha256(_index_file(sids)) == trained.sids_sha256:
         return
     manifest = read_manifest(sids if sids.is_dir() else sids.parent)
@@ -148,7 +148,8 @@ def effective_config(cfg: UpdateConfig, trained: Trained) -> SftConfig:
     """The model's SFT settings with the update's in place, starting from the model's weights."""
     keys = ("epochs", "learning_rate", "warmup_ratio", "early_stopping_patience", "eval_steps", "threads", "seed")
     over = {k: getattr(cfg, k) for k in keys}
-    over.update({k: getattr(cfg, k) for k in ("tasks", "batch_size", "micro_batch_size") if getattr(cfg, k) is not None})
+    over.update({k: getattr(cfg, k) for k in ("tasks", "batch_size", "micro_batch_size")
+                 if getattr(cfg, k) is not None})
     try:
         return SftConfig.model_validate({**trained.sft, **over, "base_model": str(trained.model)})
     except ValidationError as e:
