@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,8 @@ def main() -> None:
     from sidrec.train.sft import run_sft
     from sidrec.train.update import run_update
 
+    for run in ("stale", "updated", "retrain", "full"):  # fresh runs (a run folder's checkpoints would resume)
+        shutil.rmtree(out / run, ignore_errors=True)
     sec: dict[str, float] = {}
     full = canonical(Path(a.data) if a.data else default_data(), out / "dataset")
     old, new = out / "old", out / "slice"

@@ -181,6 +181,9 @@ def test_bad_updates_are_one_line_errors_before_training(world, tmp_path):
         run_update(cfg, root / "new", root / "new", sids1, tmp_path / "o")
     with pytest.raises(SidrecError, match="update .*micro_batch_size: must divide batch_size=32"):
         run_update(UpdateConfig(micro_batch_size=5), stale, root / "new", sids1, tmp_path / "o")
+    # an updated model records its own period: the same slice again overlaps it
+    with pytest.raises(SidrecError, match="not after the end of .*updated/model's training period"):
+        run_update(cfg, updated, root / "new", sids1, tmp_path / "o")
     assert not (tmp_path / "o").exists()  # nothing was trained or written
 
 
