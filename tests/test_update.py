@@ -273,3 +273,11 @@ def test_cli_update_runs(world, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model saved to" in r.stdout and read_manifest(tmp_path / "u")["stage"] == "update"
+    # the data it was trained on is gone: nothing to replay
+    gone = tmp_path / "gone" / "model"
+    shutil.copytree(stale, gone)
+    manifest = read_manifest(stale.parent)
+    manifest["inputs"]["data"]["path"] = str(tmp_path / "deleted")
+    write_json(tmp_path / "gone" / "manifest.json", manifest)
+    with pytest.raises(SidrecError, match="deleted: the data .* was trained on is gone.*replay_fraction=0"):
+        run_update(cfg, gone, root / "new", sids1, tmp_path / "o")

@@ -185,12 +185,13 @@ def run_update(cfg: UpdateConfig, model_dir: str | Path, data_dir: str | Path, s
     check_sid_lineage(trained, sids)
     old_codes = check_old_entries(trained, codes, sids)
     check_sid_coverage(new, codes)
-    missing = [p for p in trained.data if not p.is_dir()]
-    if missing and cfg.replay_fraction > 0:
-        raise SidrecError(f"{missing[0]}: the data {model_dir} was trained on is gone, so none of it can be replayed; "
+    present = [p for p in trained.data if p.is_dir()]
+    if len(present) < len(trained.data) and cfg.replay_fraction > 0:
+        gone = next(p for p in trained.data if not p.is_dir())
+        raise SidrecError(f"{gone}: the data {model_dir} was trained on is gone, so none of it can be replayed; "
                           f"restore it or set update.replay_fraction=0")
-    old_data = [Dataset.load(p) for p in trained.data if p.is_dir()]
-    for ds, p in zip(old_data, [p for p in trained.data if p.is_dir()]):
+    old_data = [Dataset.load(p) for p in present]
+    for ds, p in zip(old_data, present):
         check_catalogue(ds, p, new, data_dir)
     check_after_training(trained, old_data, new, data_dir)
     sft = effective_config(cfg, trained)
@@ -199,7 +200,7 @@ def run_update(cfg: UpdateConfig, model_dir: str | Path, data_dir: str | Path, s
     had = {t for level in level_tokens(old_codes) for t in level}
     added = [t for level in level_tokens(codes) for t in level if t not in had]
     record = {"inputs": {"model": model_dir}, "update": cfg.model_dump(), "parent_model": str(model_dir),
-              "trained_data": [str(p) for p in trained.data] + [str(data_dir)],
+              "trained_data": [str(p) for p in trained.data] + [str(data_dir.resolve())],
               "new_items": len(codes) - len(old_codes), "added_sid_tokens": added,
               "num_new_examples": len(fresh), "num_replay_examples": len(replay)}
     return run_sft(sft, data_dir, sids, out, examples=fresh + replay, stage="update", record=record)
