@@ -249,6 +249,14 @@ def test_model_folder_must_carry_its_training_record(world, tmp_path):
         k: {"path": str(p)} for k, p in (("model", stale), ("data", root / "old"), ("sids", root / "sids0"))}})
     record = trained_record(rl)
     assert record.model == rl and record.sids == root / "sids0" and record.sft["epochs"] == 15
+    # the data it was trained on is gone: nothing to replay
+    gone = tmp_path / "gone" / "model"
+    shutil.copytree(stale, gone)
+    manifest = read_manifest(stale.parent)
+    manifest["inputs"]["data"]["path"] = str(tmp_path / "deleted")
+    write_json(tmp_path / "gone" / "manifest.json", manifest)
+    with pytest.raises(SidrecError, match="deleted: the data .* was trained on is gone.*replay_fraction=0"):
+        run_update(cfg, gone, root / "new", sids1, tmp_path / "o")
 
 
 def test_update_examples_are_the_slice_new_items_and_a_replay_sample(world):
@@ -273,11 +281,3 @@ def test_cli_update_runs(world, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model saved to" in r.stdout and read_manifest(tmp_path / "u")["stage"] == "update"
-    # the data it was trained on is gone: nothing to replay
-    gone = tmp_path / "gone" / "model"
-    shutil.copytree(stale, gone)
-    manifest = read_manifest(stale.parent)
-    manifest["inputs"]["data"]["path"] = str(tmp_path / "deleted")
-    write_json(tmp_path / "gone" / "manifest.json", manifest)
-    with pytest.raises(SidrecError, match="deleted: the data .* was trained on is gone.*replay_fraction=0"):
-        run_update(cfg, gone, root / "new", sids1, tmp_path / "o")
