@@ -92,3 +92,20 @@ def import_interactions_cmd(
                              brand_col=brand_col, categories_col=categories_col, start=start, end=end,
                              user_k=user_k, item_k=item_k, max_history=max_history, name=name)
     console.print(f"wrote {out}: {ds.counts()}; skipped: {ds.meta.get('skipped', {})}")
+
+
+@data_app.command("split-time")
+def split_time_cmd(
+    data: Path = typer.Argument(..., help="Canonical dataset folder."),
+    out_old: Path = typer.Option(..., "--out-old", help="Dataset of the training rows before the cut."),
+    out_new: Path = typer.Option(..., "--out-new", help="The update slice: the rows from the cut on, all items."),
+    at: Optional[str] = typer.Option(None, help="Cut time: unix seconds or a date (UTC), e.g. 2018-06-01."),
+    fraction: Optional[float] = typer.Option(None, help="Cut after this share of the training rows instead."),
+):
+    """Cut the training period in two: the data a model is trained on, and the later slice `sidrec update` adds."""
+    from sidrec.data.temporal import split_time_folders
+
+    s = split_time_folders(data, out_old, out_new, at=at, fraction=fraction)
+    console.print(f"cut at {s['at']}: {out_old} {s['old_rows']} rows, {s['old_items']} items; {out_new} "
+                  f"{s['new_rows']} rows, {s['new_items']} new items ({s['new_items_in_slice']} in its rows)",
+                  soft_wrap=True)

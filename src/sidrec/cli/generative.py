@@ -109,3 +109,26 @@ def rl_cmd(
 
     model_dir = run_rl(cfg, model, data, sids, out, allow_mismatch=allow_mismatch)
     console.print(f"model saved to {model_dir}")
+
+
+@app.command("update")
+def update_cmd(
+    model: Path = typer.Option(..., help="Trained model folder (`sidrec sft`, `update` or `rl` OUT/model)."),
+    data: Path = typer.Option(..., help="The later slice: a dataset whose catalogue extends the model's "
+                                        "(`sidrec data split-time`)."),
+    sids: Path = typer.Option(..., help="SIDs of the grown catalogue, assigned from the model's "
+                                        "(`sidrec sid assign`)."),
+    out: Path = typer.Option(..., help="Run folder: model/, checkpoints/, train_log.json, manifest.json."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (section `update`)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key, e.g. update.replay_fraction=0.3."),
+):
+    """Continue a trained model on a later slice: its rows, the new items' alignment, a replay of old examples."""
+    from sidrec.config import load_config
+    from sidrec.train.config import UpdateConfig
+
+    cfg = load_config(UpdateConfig, config, set_, section="update")  # before torch is imported
+
+    from sidrec.train.update import run_update
+
+    model_dir = run_update(cfg, model, data, sids, out)
+    console.print(f"model saved to {model_dir}")

@@ -223,3 +223,28 @@ class RlConfig(StageConfig):
     @classmethod
     def _micro_divides_batch(cls, v: int, info: ValidationInfo) -> int:
         return _divides(v, info, "train_batch_size")
+
+
+class UpdateConfig(StageConfig):
+    """`sidrec update`: continue a trained model's SFT on a later slice of data (its rows, the alignment tasks of its
+    new items, and a replay sample of the old training examples). Every other setting (cutoff_len, lora, bf16,
+    sampling, ...) is the one the model was trained with, read from its run's manifest."""
+
+    # share of the old training examples (seqrec rows and alignment of old items) trained on again, drawn seeded:
+    # without replay the model drifts to the new slice and forgets old items
+    replay_fraction: float = Field(0.2, ge=0, le=1)
+    tasks: dict[str, float] | None = None  # task weights on the new slice (as SftConfig.tasks); None: the model's
+    epochs: float = Field(2.0, gt=0)  # passes over new + replayed examples
+    learning_rate: float = Field(2e-4, gt=0)  # peak rate; below SFT's, the model only needs to move a little
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    batch_size: int | None = Field(None, ge=1)  # None: as the model was trained
+    micro_batch_size: int | None = Field(None, ge=1)  # None: as the model was trained
+    early_stopping_patience: int | None = Field(2, ge=0)  # on the new data's valid loss (None or 0: never)
+    eval_steps: float = Field(0.5, gt=0)  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+    seed: Seed = 42  # replay sample, data order
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_weighted_tasks(cls, tasks: dict[str, float] | None) -> dict[str, float] | None:
+        return None if tasks is None else SftConfig._known_weighted_tasks(tasks)

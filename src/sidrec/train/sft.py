@@ -17,7 +17,7 @@ import torch
 
 from sidrec.data.canonical import Dataset
 from sidrec.errors import SidrecError
-from sidrec.io import write_json, write_manifest
+from sidrec.io import file_sha256, write_json, write_manifest
 from sidrec.model.backbone import build_small_model, check_context_length, load_llm
 from sidrec.model.binding import write_binding
 from sidrec.model.tokenizer import build_data_tokenizer
@@ -158,10 +158,23 @@ def training_arguments(cfg: SftConfig, out: str | Path, num_train: int):
     )
 
 
-def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | Path) -> Path:
+def train_period(train) -> dict:
+    """What a manifest records of the rows a model trained on: their number and the last target's time (None when
+    the data has no timestamps), so a later `sidrec update` can refuse a slice that overlaps them."""
+    ts = train["timestamp"]
+    end = int(ts.max()) if len(ts) and ts.notna().all() else None
+    return {"num_rows": len(train), "end_timestamp": end}
+
+
+def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | Path, *,
+            examples: list[dict] | None = None, stage: str = "sft", record: dict | None = None) -> Path:
+    """Train on `data_dir` with `sids`; the model goes to OUT/model, the manifest (`stage`) last.
+
+    `examples` (built by the caller, e.g. `sidrec.train.update`) replace `train_examples`' task mix; `record` adds
+    fields to the manifest (its `inputs` to the manifest's inputs)."""
     from transformers import EarlyStoppingCallback
 
-    from sidrec.sid.io import load_sids
+    from sidrec.sid.io import INDEX_FILE, load_sids
 
     t0 = time.time()
     out = Path(out)
@@ -173,9 +186,12 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     check_tracker(cfg.report_to, "sft.report_to")
     dataset = Dataset.load(data_dir)
     codes, _ = load_sids(sids)
+    sids_file = Path(sids) / INDEX_FILE if Path(sids).is_dir() else Path(sids)
     tokenizer, model = prepare_model(cfg, dataset, codes)
 
-    train = tokenize_examples(train_examples(cfg, dataset, codes), tokenizer, codes, cfg.cutoff_len)
+    if examples is None:
+        examples = train_examples(cfg, dataset, codes)
+    train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len)
     valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
     if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
         pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)
@@ -204,9 +220,12 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     shutil.rmtree(model_dir, ignore_errors=True)
     staging.rename(model_dir)
     write_json(out / "train_log.json", list(trainer.state.log_history))
-    write_manifest(out, "sft", config=cfg.model_dump(), inputs={"data": data_dir, "sids": sids},
-                   seconds=time.time() - t0,
+    record = dict(record or {})
+    inputs = {"data": data_dir, "sids": sids, **record.pop("inputs", {})}
+    write_manifest(out, stage, config=cfg.model_dump(), inputs=inputs, seconds=time.time() - t0,
                    extra={"best_checkpoint": trainer.state.best_model_checkpoint,
                           "best_eval_loss": trainer.state.best_metric, "resumed_from": last,
-                          "num_train_examples": len(train), "global_step": trainer.state.global_step})
+                          "num_train_examples": len(train), "global_step": trainer.state.global_step,
+                          "train_period": train_period(dataset.splits["train"]),
+                          "sids_sha256": file_sha256(sids_file), **record})
     return model_dir
