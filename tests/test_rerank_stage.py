@@ -96,8 +96,8 @@ def test_http_response_carries_the_fused_score(toy, plain, fused):
         assert [i["fused_score"] for i in items] == pytest.approx([x.fused_score for x in want], abs=1e-9)
         assert [i["score"] for i in items] == pytest.approx([x.score for x in want], abs=1e-9)
         both = client.post("/compare", json={"history": history, "k": 5}).json()["variants"]
-        assert all(i["fused_score"] is not None for i in both["A"]) and all(i["fused_score"] is None
-                                                                            for i in both["B"])
+        assert all(i["fused_score"] is not None for i in both["A"])
+        assert all(set(i) == {"item_id", "title", "score"} for i in both["B"])  # a plain variant: as it always was
         schema = client.get("/openapi.json").json()["components"]["schemas"]["ScoredItem"]["properties"]
         assert "fused_score" in schema and "scorer" in schema["fused_score"]["description"]
 
@@ -124,3 +124,24 @@ def test_bad_scorer_or_weight_is_a_one_line_error(toy, tmp_path):
                             "not both")):
         res = CliRunner().invoke(cli, base + extra)
         assert isinstance(res.exception, SidrecError) and message in str(res.exception), res.output
+
+
+def test_cli_serve_with_a_rerank_folder(toy, fused, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import sidrec.cli.serve  # noqa: F401
+
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda api, host, port, **kw: served.update(api=api))
+    res = CliRunner().invoke(cli, ["serve", "--data", str(toy["data"]), "--model", str(toy["model"]), "--sids",
+                                   str(toy["sids"]), "--beams", str(BEAMS), "--no-log", "--allow-host", "testserver",
+                                   "--rerank", str(toy["rerank"])])
+    assert res.exit_code == 0, res.output
+    assert "re-ranking every variant with λ = 1.5" in res.output
+    history = toy["histories"][1]
+    with TestClient(served["api"]) as client:
+        items = client.post("/recommend", json={"user_id": 7, "history": history, "k": 4}).json()["items"]
+        health = client.get("/healthz").json()
+    want = fused.recommend([history], k=4)[0]
+    assert [(i["item_id"], i["fused_score"]) for i in items] == [(x.item_id, pytest.approx(x.fused_score)) for x in want]
+    assert health["info"]["variants"]["A"]["rerank"]["weight"] == 1.5

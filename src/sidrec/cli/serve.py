@@ -48,8 +48,8 @@ def serve_cmd(
     rerank: Optional[Path] = typer.Option(None, help="Re-rank every variant's beams as this rerank folder did "
                                                      "(`sidrec rerank --out`, a pipeline's RUN/rerank): its SASRec "
                                                      "scorer and λ; items gain fused_score."),
-    rerank_scorer: Optional[List[Path]] = typer.Option(None, help="SASRec run folder to re-rank with (repeat to "
-                                                                  "average; instead of --rerank; needs --rerank-weight)."),
+    rerank_scorer: Optional[List[Path]] = typer.Option(
+        None, help="SASRec run folder to re-rank with (repeat to average; with --rerank-weight; not with --rerank)."),
     rerank_weight: Optional[float] = typer.Option(None, help="λ >= 0 of log-likelihood + λ·z(scorer logit) (default "
                                                              "with --rerank: the λ it records)."),
 ):
@@ -88,7 +88,7 @@ def serve_cmd(
                          batch_size=max(max_batch, 1), threads=threads, allow_mismatch=allow_mismatch,
                          rerank=rerank_with, rerank_weight=rerank_weight)
     info = {name: {"model": str(m), "sids": str(s), "backend": backend, "beams": beams,
-                   "rerank": recs[name].rerank_info} for name, m, s in specs}
+                   "rerank": getattr(recs[name], "rerank_info", None)} for name, m, s in specs}
     config = {"data": str(data), "variants": info, "shares": dict(zip(names, shares)), "salt": salt}
     log_path = None if no_log else Path(log) if log else Path(out or ".") / "impressions.sqlite"
     impression_log = ImpressionLog(log_path, config=config) if log_path else None

@@ -5,9 +5,9 @@
 
 Endpoints (request and response models: the OpenAPI page at /docs, the schema at /openapi.json)
 - `POST /recommend {"user_id": str|int, "history": [item ids, oldest first], "k": 10}`
-  -> `{"user_id", "variant", "items": [{"item_id", "title", "score", "fused_score"}, ...]}` (best first; score =
-  log P(SID | history); fused_score = the hybrid ranking's score, which orders the list, when the variant re-ranks
-  with a scorer (`sidrec serve --rerank`), else null).
+  -> `{"user_id", "variant", "items": [{"item_id", "title", "score"}, ...]}` (best first; score = log P(SID | history);
+  when the variant re-ranks with a collaborative scorer (`sidrec serve --rerank`) each item also has `fused_score`,
+  the hybrid ranking's score, which orders the list).
   The user's variant comes from `sidrec.serve.ab.Router` (a stable hash of user_id); the impression is logged and
   committed before the response is sent.
 - `POST /compare {"history": [...], "k": 10}` -> `{"variants": {name: [items]}}`: every variant's list for one
@@ -259,9 +259,9 @@ class ScoredItem(BaseModel):
     item_id: int
     title: str | None
     score: float | None = Field(description="log P(SID | history); null when not finite")
-    fused_score: float | None = Field(None, description="log P(SID | history) + λ · z(scorer logit within the "
-                                                        "request's beams), the order of the list, when the variant "
-                                                        "re-ranks with a collaborative scorer; null otherwise")
+    fused_score: float | None = Field(None, description="only when the variant re-ranks with a collaborative scorer: "
+                                                        "log P(SID | history) + λ · z(scorer logit within the "
+                                                        "request's beams), the list's order; null when not finite")
 
 
 class RecommendResponse(BaseModel):
@@ -449,7 +449,8 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
         def run_batch(jobs: list[Job]):
             kmax = max(j.k for j in jobs)
             lists = rec.recommend([j.history for j in jobs], k=kmax)
-            out = [[(r.item_id, r.score, r.fused_score) for r in recs_[: j.k]] for recs_, j in zip(lists, jobs)]
+            out = [[(r.item_id, r.score, getattr(r, "fused_score", None)) for r in recs_[: j.k]]
+                   for recs_, j in zip(lists, jobs)]
             if log_to is not None:
                 log_to.write([Impression(j.user_id, name, j.history, j.k, [(i, s) for i, s, _ in items])
                               for j, items in zip(jobs, out) if j.log])
@@ -484,8 +485,9 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
                (503, "overloaded or stopping")]}
 
     def items_json(items) -> list[dict]:
-        finite = lambda x: x if x is not None and math.isfinite(x) else None  # noqa: E731
-        return [{"item_id": int(i), "title": titles[i], "score": finite(s), "fused_score": finite(f)}
+        finite = lambda x: x if math.isfinite(x) else None  # noqa: E731
+        return [{"item_id": int(i), "title": titles[i], "score": finite(s)} | ({} if f is None else
+                                                                              {"fused_score": finite(f)})
                 for i, s, f in items]
 
     async def run_job(name: str, job: Job):
@@ -516,7 +518,8 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
         return _error(500, f"internal error: {type(exc).__name__}")
 
     # ------------------------------------------------------------------ endpoints
-    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
+    # exclude_unset: fused_score only where a variant re-ranks, so a plain variant's answer is as it always was
+    @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True, responses=errors)
     async def recommend(body: RecommendRequest) -> dict:
         """The user's variant's top-k items for the history; the impression is logged before the answer."""
         user = str(body.user_id)
@@ -524,7 +527,7 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
         items = await run_job(variant, Job(user, list(body.history), body.k, log=True))
         return {"user_id": body.user_id, "variant": variant, "items": items_json(items)}
 
-    @app.post("/compare", response_model=CompareResponse, responses=errors)
+    @app.post("/compare", response_model=CompareResponse, response_model_exclude_unset=True, responses=errors)
     async def compare(body: CompareRequest) -> dict:
         """Every variant's top-k items for one history (for the page; not logged)."""
         history = list(body.history)
