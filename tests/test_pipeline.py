@@ -21,7 +21,7 @@ TOY = [
     "scorer.seeds=[1, 2]", "scorer.sasrec={hidden: 16, blocks: 1, max_epochs: 2}",
     "eval.beams=10",
 ]
-ALL = ("data", "embed", "sid", "sft", "scorer", "rl", "eval_sft", "eval", "analyze")
+ALL = ("data", "embed", "sid", "sft", "scorer", "rl", "eval_sft", "eval", "rerank", "analyze")
 
 
 def sidrec(*args):
@@ -58,6 +58,18 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     assert [json.loads((run / "scorer" / f"seed{s}" / "manifest.json").read_text())["config"]["seed"]
             for s in (1, 2)] == [1, 2]
     assert not (run / ".lock").exists()
+    # the rerank stage: the RL model's test beams re-ranked with the scorer stage's runs, λ picked on its valid beams
+    rr = json.loads((run / "rerank" / "results.json").read_text())
+    out_rr = ledger["stages"]["rerank"]["outputs"]
+    assert rr["rerank"]["scorer"]["paths"] == [str(run / "scorer" / f"seed{s}") for s in (1, 2)]
+    assert rr["model"] == str(run / "rl" / "model") and rr["split"] == "test"
+    gains = json.loads((run / "rerank" / "gains.json").read_text())
+    assert out_rr["weight"] == rr["rerank"]["weight"] == gains["weight"]
+    grid = {g["weight"]: g["NDCG@10"] for g in rr["rerank"]["picked_on"]["grid"]}
+    assert grid[out_rr["weight"]] == max(grid.values()) == out_rr["valid"]["reranked"]["NDCG@10"]
+    valid_beams = json.loads((run / "rerank" / "valid_beams" / "results.json").read_text())
+    assert valid_beams["split"] == "valid" and out_rr["valid"]["model"] == valid_beams["metrics"]
+    assert rr["model_metrics"] == first["metrics"] and out_rr["metrics"] == rr["metrics"]
     # the run keeps its resolved config, which --config takes back as the same config
     assert load_pipeline_config(run / "config.yaml") == cfg
 
@@ -70,10 +82,15 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     out = r.stdout
     sft = json.loads((run / "eval_sft" / "results.json").read_text())["metrics"]
     assert "…" not in out and f"data: {data}" in out
-    for stage, model, metrics in (("eval_sft", "sft/model", sft), ("eval", "rl/model", first["metrics"])):
+    for stage, model, metrics in (("eval_sft", "sft/model", sft), ("eval", "rl/model", first["metrics"]),
+                                  ("rerank", "rl/model+scorer", rr["metrics"])):
         row = next(x.split() for x in out.splitlines() if x.strip().startswith(stage + " "))
         assert row[:4] == [stage, model, "test", str(first["num_samples"])]
         assert row[4:] == [repr(metrics[f"{m}@{k}"]) for k in (5, 10, 20) for m in ("HR", "NDCG")]
+    v = out_rr["valid"]
+    assert (f"rerank: λ = {out_rr['weight']!r} (beam log-likelihood + λ · z(scorer logit)), picked on valid NDCG@10 "
+            f"over {v['rows']} rows: model HR@10 {v['model']['HR@10']!r} NDCG@10 {v['model']['NDCG@10']!r} -> "
+            f"re-ranked HR@10 {v['reranked']['HR@10']!r} NDCG@10 {v['reranked']['NDCG@10']!r}") in out
     report = json.loads((run / "analysis" / "badcase_report.json").read_text())
     assert f"bad cases (analyze): {report['failure_rate']!r}" in out
     assert str(run / "analysis" / "visualizations") in out and "total:" in out
@@ -84,7 +101,8 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3"]), data, run).run(until="eval")
     _, ledger = statuses(run)
     assert [s for s, e in ledger["stages"].items() if e.get("skipped_runs") == 2] == ["data", "embed", "sid", "scorer"]
-    assert "out of date (their settings or inputs changed since they ran): analyze" in (run / "summary.txt").read_text()
+    assert "out of date (their settings or inputs changed since they ran): rerank, analyze" in \
+        (run / "summary.txt").read_text()
     # a thread count is no output setting: nothing reruns
     Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3", "sft.threads=1",
                                                                "scorer.sasrec.threads=2"]), data, run).run(until="eval")
@@ -100,10 +118,21 @@ def test_pipeline_runs_every_stage_then_skips_them(toy, tmp_path):
     assert json.dumps(cmp).count("iter1") >= 1
     assert statuses(run / "iter1")[0]["eval"] == "done"
 
+    # a fixed λ reruns the rerank stage alone (no valid beams needed); λ = 0 is the model's own ranking
+    Pipeline(load_pipeline_config("configs/smoke.yaml", TOY + ["sft.learning_rate=4e-3", "rerank.weight=0"]), data,
+             run).run()
+    _, ledger = statuses(run)
+    assert ledger["last_run"] == {s: "done" if s == "rerank" else "skipped" for s in ALL}
+    zero = ledger["stages"]["rerank"]["outputs"]
+    assert zero["weight"] == 0.0 and zero["valid"] is None
+    assert zero["metrics"] == ledger["stages"]["eval"]["outputs"]["metrics"]
+    assert "rerank: λ = 0.0 (beam log-likelihood + λ · z(scorer logit)), fixed in the config" in \
+        (run / "summary.txt").read_text()
+
 
 def test_pipeline_killed_in_sft_resumes_there_with_the_same_result(toy, tmp_path, monkeypatch):
     root, data = toy
-    overrides = TOY + ["rl.enabled=false", "scorer.enabled=false"]
+    overrides = TOY + ["rl.enabled=false", "scorer.enabled=false", "rerank.enabled=false"]
     ref = tmp_path / "ref"
     Pipeline(load_pipeline_config("configs/smoke.yaml", overrides), data, ref).run(until="eval")
     expected = json.loads((ref / "eval" / "results.json").read_text())["metrics"]
@@ -152,6 +181,13 @@ def test_pipeline_config_errors(toy, tmp_path):
                  ask=lambda stage, state: "skip").run(until="embed")
     with pytest.raises(SidrecError, match="collaborative reward needs a scorer.*scorer.enabled=true"):
         load_pipeline_config("configs/smoke.yaml", ["scorer.enabled=false"])
+    with pytest.raises(SidrecError, match="rerank stage re-ranks with the scorer stage's ensemble"):
+        load_pipeline_config("configs/smoke.yaml", ["scorer.enabled=false", "rl.enabled=false"])
+    for bad, message in (("rerank.weight=-1", "rerank.weight: -1 is neither auto nor a λ in 0..100"),
+                         ("rerank.grid=[]", "rerank.grid"), ("rerank.grid=[0, 1000]", "rerank.grid.1"),
+                         ("rerank.group=0", "rerank.group"), ("eval.split=valid", "eval.split=test")):
+        with pytest.raises(SidrecError, match=message):
+            load_pipeline_config("configs/smoke.yaml", [bad])
 
 
 def test_version():

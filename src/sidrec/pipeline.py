@@ -1,4 +1,4 @@
-"""The one-command workflow: data -> embed -> sid -> sft -> scorer -> rl -> eval -> analyze.
+"""The one-command workflow: data -> embed -> sid -> sft -> scorer -> rl -> eval -> rerank -> analyze.
 
 Every stage has one shape (`Stage`): the config section whose settings change its outputs, the stages whose outputs
 it reads, and a `run` that writes its outputs and returns them. The pipeline is only the loop over `STAGES`.
@@ -13,8 +13,8 @@ when the ledger says done with the same key and its outputs are still there, so 
 input data) reruns that stage and every stage that reads it. A run killed inside a stage is re-entered there: SFT and
 RL pick up their last checkpoint, the scorer its finished seeds, every other stage is short enough to redo.
 
-One YAML file describes the run (sections embed, sid, sft, scorer, rl, eval, analysis; see configs/cpu.yaml), and
-`--set section.key=value` overrides any key.
+One YAML file describes the run (sections embed, sid, sft, scorer, rl, eval, rerank, analysis; see
+configs/cpu.yaml), and `--set section.key=value` overrides any key.
 """
 
 from __future__ import annotations
@@ -24,19 +24,21 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from rich.console import Console
 
 from sidrec.analysis.badcase import AnalysisConfig
 from sidrec.baselines.config import SasrecConfig
-from sidrec.config import StageConfig, apply_overrides, describe_error, read_yaml
+from sidrec.config import StageConfig, apply_overrides, describe_error, read_yaml, setting_error
 from sidrec.errors import SidrecError
+from sidrec.evaluate.fusion import GRID
 from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
 from sidrec.train.config import RlConfig, SftConfig, check_tracker
@@ -70,6 +72,29 @@ class EvalConfig(StageConfig):
     max_rows: int | None = Field(None, ge=1)
 
 
+MAX_LAMBDA = 100.0
+Lambda = Annotated[float, Field(ge=0.0, le=MAX_LAMBDA)]
+
+
+class RerankConfig(StageConfig):
+    """Hybrid ranking of the final model's test beams with the scorer stage's ensemble (`sidrec.rerank`): beam
+    log-likelihood + weight · z(SASRec logit), `weight` picked on the valid split's beams (`auto`) from `grid`."""
+
+    enabled: bool = False
+    weight: Union[Literal["auto"], Lambda] = "auto"  # λ, or auto: the grid point with the best valid NDCG@10
+    grid: list[Lambda] = Field(default_factory=lambda: list(GRID), min_length=1, max_length=100)
+    group: int | None = Field(None, ge=1)  # re-rank only each row's first `group` beams (default: all)
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight(cls, v):
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_LAMBDA:
+            raise setting_error(f"{v!r} is neither auto nor a λ in 0..{MAX_LAMBDA:g}")
+        return float(v)
+
+
 class PipelineConfig(StageConfig):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     sid: SidConfig = Field(default_factory=SidConfig)
@@ -77,6 +102,7 @@ class PipelineConfig(StageConfig):
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     rl: PipelineRlConfig = Field(default_factory=PipelineRlConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
     @model_validator(mode="after")
@@ -85,6 +111,12 @@ class PipelineConfig(StageConfig):
                 and not self.scorer.enabled:
             raise ValueError("the collaborative reward needs a scorer: set scorer.enabled=true (the pipeline trains "
                              "it) or rl.scorer=SASREC_RUN_FOLDER")
+        if self.rerank.enabled and not self.scorer.enabled:
+            raise ValueError("the rerank stage re-ranks with the scorer stage's ensemble: set scorer.enabled=true or "
+                             "rerank.enabled=false")
+        if self.rerank.enabled and self.rerank.weight == "auto" and self.eval.split != "test":
+            raise ValueError(f"rerank.weight=auto picks λ on valid and re-ranks the test beams, but eval.split is "
+                             f"{self.eval.split!r}: set eval.split=test or a fixed rerank.weight")
         return self
 
 
@@ -209,6 +241,36 @@ def _eval(p: Pipeline) -> dict:
     return _evaluate(p, "eval", p.output("rl" if p.cfg.rl.enabled else "sft", "model"))
 
 
+def _rerank(p: Pipeline) -> dict:
+    """The final model's test beams re-ranked with the scorer stage's ensemble into RUN/rerank (a harness folder and
+    gains.json); with weight auto, λ is picked on the same model's valid beams (ranked here, into valid_beams/)."""
+    from sidrec.evaluate.generative import evaluate_generative
+    from sidrec.rerank import rerank_eval
+
+    r, e, out = p.cfg.rerank, p.cfg.eval, p.folder("rerank")
+    test_eval, model = p.output("eval", "eval"), p.output("eval", "model")
+    shutil.rmtree(out, ignore_errors=True)  # no valid folders of an earlier λ left beside this one's
+    valid_eval = None
+    if r.weight == "auto":
+        valid_eval = out / "valid_beams"
+        evaluate_generative(model, p.dataset_dir(), p.output("sid", "sids"), valid_eval, split="valid",
+                            beams=e.beams, batch_size=e.batch_size, cutoff_len=e.cutoff_len, dtype=e.dtype,
+                            max_rows=e.max_rows)
+    report = rerank_eval(test_eval, p.dataset_dir(), p.output("scorer", "runs"), out, r.weight, valid_eval=valid_eval,
+                         sids=p.output("sid", "sids"), grid=r.grid, group=r.group)
+    res = read_json(out / "results.json")
+    valid = None if valid_eval is None else {  # the figures λ was picked on: the model's valid ranking and the fused
+        "rows": report["splits"]["valid"]["num_rows"], "picked_by": report["metric"],
+        "model": read_json(valid_eval / "results.json")["metrics"], "reranked": read_json(out / "valid" /
+                                                                                          "results.json")["metrics"]}
+    m = res["metrics"]
+    console.print(f"rerank: λ = {report['weight']:g}; {res['split']} HR@10 {m['HR@10']} NDCG@10 {m['NDCG@10']}",
+                  highlight=False)
+    return {"eval": str(out), "model": model, "suffix": "+scorer", "split": res["split"], "rows": res["num_samples"],
+            "metrics": m, "weight": report["weight"], "scorer": report["scorer"]["paths"], "valid": valid,
+            "gains": str(out / "gains.json"), "made": [str(out / MANIFEST)]}
+
+
 def _analyze(p: Pipeline) -> dict:
     from sidrec.analysis import run_analysis
 
@@ -225,12 +287,15 @@ STAGES = (
     Stage("embed", "embed", ("data",), _embed, help="item text embeddings"),
     Stage("sid", "sid", ("data", "embed"), _sid, help="semantic IDs"),
     Stage("sft", "sft", ("data", "sid"), _sft, help="supervised fine-tuning"),
-    Stage("scorer", "scorer", ("data",), _scorer, lambda c: c.scorer.enabled, "SASRec ensemble for the RL reward"),
+    Stage("scorer", "scorer", ("data",), _scorer, lambda c: c.scorer.enabled,
+          "SASRec ensemble (RL reward, re-ranking)"),
     Stage("rl", "rl", ("data", "sid", "sft", "scorer"), _rl, lambda c: c.rl.enabled, "RL from the SFT model"),
     Stage("eval_sft", "eval", ("data", "sid", "sft"), _eval_sft, lambda c: c.rl.enabled,
           "evaluate the SFT model (RL's start) for comparison"),
     Stage("eval", "eval", ("data", "sid", "sft", "rl"), _eval, help="evaluate the final model"),
-    Stage("analyze", "analysis", ("data", "sid", "eval"), _analyze, help="bad-case analysis"),
+    Stage("rerank", "rerank", ("data", "sid", "scorer", "eval"), _rerank, lambda c: c.rerank.enabled,
+          "re-rank the final model's beams with the scorer (λ picked on valid)"),
+    Stage("analyze", "analysis", ("data", "sid", "eval"), _analyze, help="bad-case analysis (the model's own ranking)"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 FOLDERS = {"data": "dataset", "analyze": "analysis"}  # every other stage writes into a folder of its own name
@@ -509,12 +574,20 @@ class Pipeline:
             for n, o in evals:
                 model = Path(o["model"])
                 model = model.relative_to(self.run_dir) if model.is_relative_to(self.run_dir) else model
-                rows.append([n, str(model), o["split"], str(o["rows"]), *[repr(o["metrics"].get(k)) for k in keys]])
+                rows.append([n, str(model) + o.get("suffix", ""), o["split"], str(o["rows"]),
+                             *[repr(o["metrics"].get(k)) for k in keys]])
             width = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
             lines.append("metrics (exact items):")
             lines += ["  " + "  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, width)))
                       for r in rows]
         for n, o in done:
+            if "weight" in o:
+                lines.append(f"{n}: λ = {o['weight']!r} (beam log-likelihood + λ · z(scorer logit)), " + (
+                    "fixed in the config" if o["valid"] is None else
+                    f"picked on valid {o['valid']['picked_by']} over {o['valid']['rows']} rows: model HR@10 "
+                    f"{o['valid']['model']['HR@10']!r} NDCG@10 {o['valid']['model']['NDCG@10']!r} -> re-ranked HR@10 "
+                    f"{o['valid']['reranked']['HR@10']!r} NDCG@10 {o['valid']['reranked']['NDCG@10']!r}")
+                    + f"; gains per row group: {o['gains']}")
             if "failure_rate" in o:
                 lines.append(f"bad cases ({n}): {o['failure_rate']!r} of rows miss the target in the top {o['top_k']}")
             if "report" in o:

@@ -213,3 +213,29 @@ def format_gains(report: dict) -> list[str]:
             lines.append(f"{split:<6} {name:<28} {g['rows']:>6}  {a['HR@' + k]:.4f}->{b['HR@' + k]:.4f}  "
                          f"{a['NDCG@' + k]:.4f}->{b['NDCG@' + k]:.4f}  {gain:>24}")
     return lines
+
+
+def resolve_rerank(rerank: str | Path | Sequence[str | Path], weight: float | None = None) -> dict:
+    """What a serving layer re-ranks with: {"paths", "weight", "group", "source"}. `rerank` is a re-ranked evaluation
+    folder (`sidrec rerank --out`, RUN/rerank: its results.json records the scorer runs and λ; `weight` overrides its
+    λ), or SASRec run folder(s), which need `weight`."""
+    from sidrec.io import read_json
+
+    folders = [Path(rerank)] if isinstance(rerank, (str, Path)) else [Path(p) for p in rerank]
+    if not folders:
+        raise SidrecError("re-ranking needs a rerank folder or at least one SASRec run folder")
+    results = folders[0] / "results.json"
+    recorded = (read_json(results) if results.is_file() else {}).get("rerank")
+    if recorded is not None and len(folders) == 1:
+        paths = [Path(p) for p in recorded["scorer"]["paths"]]
+        for p in paths:
+            if not p.exists():
+                raise SidrecError(f"{results}: the scorer run {p} it records does not exist here; give the scorer "
+                                  f"run folder(s) and λ instead (--rerank-scorer DIR --rerank-weight λ)")
+        return {"paths": paths, "weight": check_weight(recorded["weight"] if weight is None else weight),
+                "group": recorded.get("group"), "source": str(folders[0])}
+    if weight is None:
+        raise SidrecError(f"{folders[0]}: not a rerank folder (its results.json records no λ); give the weight λ "
+                          f"with the scorer run folder(s) (--rerank-weight), or the rerank folder of `sidrec rerank` "
+                          f"or a pipeline run's RUN/rerank")
+    return {"paths": folders, "weight": check_weight(weight), "group": None, "source": None}

@@ -17,13 +17,13 @@ def pipeline_cmd(
                                                    "search order ./data/..., ../shared/data/..., download)."),
     out: Path = typer.Option(..., help="Run folder; finished stages in it are skipped on re-runs."),
     from_: Optional[str] = typer.Option(None, "--from", help="Rerun from this stage on (data, embed, sid, sft, "
-                                                              "scorer, rl, eval_sft, eval, analyze)."),
+                                                              "scorer, rl, eval_sft, eval, rerank, analyze)."),
     until: Optional[str] = typer.Option(None, help="Stop after this stage."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any key, e.g. --set rl.enabled=false."),
     interactive: bool = typer.Option(False, help="Ask at each stage: run / skip / rerun (/ change SID method)."),
     iterate: int = typer.Option(0, help="Then N rounds of analyze -> optimize --auto -> retrain -> compare."),
 ):
-    """data -> embed -> sid -> sft -> scorer -> rl -> eval -> analyze, cached per stage under OUT."""
+    """data -> embed -> sid -> sft -> scorer -> rl -> eval -> rerank -> analyze, cached per stage under OUT."""
     from sidrec.pipeline import load_pipeline_config, run_pipeline
 
     cfg = load_pipeline_config(config, set_)

@@ -45,6 +45,13 @@ def serve_cmd(
     out: Optional[Path] = typer.Option(None, help="Folder for the default impression log (default: the current "
                                                   "folder)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
+    rerank: Optional[Path] = typer.Option(None, help="Re-rank every variant's beams as this rerank folder did "
+                                                     "(`sidrec rerank --out`, a pipeline's RUN/rerank): its SASRec "
+                                                     "scorer and λ; items gain fused_score."),
+    rerank_scorer: Optional[List[Path]] = typer.Option(
+        None, help="SASRec run folder to re-rank with (repeat to average; with --rerank-weight; not with --rerank)."),
+    rerank_weight: Optional[float] = typer.Option(None, help="λ >= 0 of log-likelihood + λ·z(scorer logit) (default "
+                                                             "with --rerank: the λ it records)."),
 ):
     """Serve recommendations over HTTP (POST /recommend, GET /items, GET /healthz, GET / a page), micro-batched."""
     import uvicorn
@@ -56,6 +63,15 @@ def serve_cmd(
 
     if bool(model) == bool(variant):
         raise SidrecError("give either --model (one model) or --variant NAME=DIR (one per variant), not both/neither")
+    if rerank and rerank_scorer:
+        raise SidrecError("give either --rerank RERANK_FOLDER or --rerank-scorer DIR with --rerank-weight, not both")
+    rerank_with = rerank or rerank_scorer or None
+    if rerank_with is not None or rerank_weight is not None:
+        from sidrec.rerank import resolve_rerank
+
+        if rerank_with is None:
+            raise SidrecError("--rerank-weight needs --rerank RERANK_FOLDER or --rerank-scorer SASREC_RUN")
+        resolve_rerank(rerank_with, rerank_weight)  # a bad folder or λ fails before any model is loaded
     if variant:
         specs = [parse_variant(v, sids) for v in variant]
     else:
@@ -69,8 +85,10 @@ def serve_cmd(
 
         torch.set_num_threads(threads)
     recs = load_variants(specs, data, backend=backend, beams=beams, cutoff_len=cutoff_len,
-                         batch_size=max(max_batch, 1), threads=threads, allow_mismatch=allow_mismatch)
-    info = {name: {"model": str(m), "sids": str(s), "backend": backend, "beams": beams} for name, m, s in specs}
+                         batch_size=max(max_batch, 1), threads=threads, allow_mismatch=allow_mismatch,
+                         rerank=rerank_with, rerank_weight=rerank_weight)
+    info = {name: {"model": str(m), "sids": str(s), "backend": backend, "beams": beams,
+                   "rerank": getattr(recs[name], "rerank_info", None)} for name, m, s in specs}
     config = {"data": str(data), "variants": info, "shares": dict(zip(names, shares)), "salt": salt}
     log_path = None if no_log else Path(log) if log else Path(out or ".") / "impressions.sqlite"
     impression_log = ImpressionLog(log_path, config=config) if log_path else None
@@ -81,6 +99,10 @@ def serve_cmd(
                              allowed_origins=list(allow_origin or ()))
     api = create_app(recs, shares=shares, log_to=impression_log, settings=settings, close_log=True)
     split_text = ", ".join(f"{n} {s:.0%}" for n, s in zip(names, shares))
+    if rerank_with is not None:
+        spec = recs[names[0]].rerank_info
+        console.print(f"re-ranking every variant with λ = {spec['weight']:g} and {', '.join(spec['paths'])}",
+                      highlight=False)
     console.print(f"serving {split_text} on http://{host}:{port} (max batch {max_batch}, max wait {max_wait_ms} ms; "
                   f"impressions: {log_path or 'not logged'})", highlight=False)
     warning = bind_warning(host, port, settings.allowed_hosts)

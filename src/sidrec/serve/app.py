@@ -5,7 +5,9 @@
 
 Endpoints (request and response models: the OpenAPI page at /docs, the schema at /openapi.json)
 - `POST /recommend {"user_id": str|int, "history": [item ids, oldest first], "k": 10}`
-  -> `{"user_id", "variant", "items": [{"item_id", "title", "score"}, ...]}` (best first; score = log P(SID | history)).
+  -> `{"user_id", "variant", "items": [{"item_id", "title", "score"}, ...]}` (best first; score = log P(SID | history);
+  when the variant re-ranks with a collaborative scorer (`sidrec serve --rerank`) each item also has `fused_score`,
+  the hybrid ranking's score, which orders the list).
   The user's variant comes from `sidrec.serve.ab.Router` (a stable hash of user_id); the impression is logged and
   committed before the response is sent.
 - `POST /compare {"history": [...], "k": 10}` -> `{"variants": {name: [items]}}`: every variant's list for one
@@ -257,6 +259,9 @@ class ScoredItem(BaseModel):
     item_id: int
     title: str | None
     score: float | None = Field(description="log P(SID | history); null when not finite")
+    fused_score: float | None = Field(None, description="only when the variant re-ranks with a collaborative scorer: "
+                                                        "log P(SID | history) + λ · z(scorer logit within the "
+                                                        "request's beams), the list's order; null when not finite")
 
 
 class RecommendResponse(BaseModel):
@@ -444,9 +449,10 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
         def run_batch(jobs: list[Job]):
             kmax = max(j.k for j in jobs)
             lists = rec.recommend([j.history for j in jobs], k=kmax)
-            out = [[(r.item_id, r.score) for r in recs_[: j.k]] for recs_, j in zip(lists, jobs)]
+            out = [[(r.item_id, r.score, getattr(r, "fused_score", None)) for r in recs_[: j.k]]
+                   for recs_, j in zip(lists, jobs)]
             if log_to is not None:
-                log_to.write([Impression(j.user_id, name, j.history, j.k, items)
+                log_to.write([Impression(j.user_id, name, j.history, j.k, [(i, s) for i, s, _ in items])
                               for j, items in zip(jobs, out) if j.log])
             return out
         return run_batch
@@ -479,7 +485,10 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
                (503, "overloaded or stopping")]}
 
     def items_json(items) -> list[dict]:
-        return [{"item_id": int(i), "title": titles[i], "score": s if math.isfinite(s) else None} for i, s in items]
+        finite = lambda x: x if math.isfinite(x) else None  # noqa: E731
+        return [{"item_id": int(i), "title": titles[i], "score": finite(s)} | ({} if f is None else
+                                                                              {"fused_score": finite(f)})
+                for i, s, f in items]
 
     async def run_job(name: str, job: Job):
         try:
@@ -509,7 +518,8 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
         return _error(500, f"internal error: {type(exc).__name__}")
 
     # ------------------------------------------------------------------ endpoints
-    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
+    # exclude_unset: fused_score only where a variant re-ranks, so a plain variant's answer is as it always was
+    @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True, responses=errors)
     async def recommend(body: RecommendRequest) -> dict:
         """The user's variant's top-k items for the history; the impression is logged before the answer."""
         user = str(body.user_id)
@@ -517,7 +527,7 @@ def create_app(variants: Mapping[str, object], *, shares: Sequence[float] | None
         items = await run_job(variant, Job(user, list(body.history), body.k, log=True))
         return {"user_id": body.user_id, "variant": variant, "items": items_json(items)}
 
-    @app.post("/compare", response_model=CompareResponse, responses=errors)
+    @app.post("/compare", response_model=CompareResponse, response_model_exclude_unset=True, responses=errors)
     async def compare(body: CompareRequest) -> dict:
         """Every variant's top-k items for one history (for the page; not logged)."""
         history = list(body.history)
@@ -595,10 +605,11 @@ def parse_variant(spec: str, default_sids: str | Path | None = None) -> tuple[st
 
 def load_variants(specs: Sequence[tuple[str, Path, Path]], data: str | Path, *, backend: str = "torch",
                   beams: int = 50, cutoff_len: int = 256, batch_size: int = 32, threads: int | None = None,
-                  allow_mismatch: bool = False) -> dict:
+                  allow_mismatch: bool = False, rerank=None, rerank_weight: float | None = None) -> dict:
+    """name -> `Recommender`; `rerank`/`rerank_weight` (`Recommender.load`) re-rank every variant."""
     from sidrec.serve.recommender import Recommender
 
     return {name: Recommender.load(model, sids, data, backend=backend, device="cpu" if backend != "torch" else None,
                                    beams=beams, cutoff_len=cutoff_len, batch_size=batch_size, threads=threads,
-                                   allow_mismatch=allow_mismatch)
+                                   allow_mismatch=allow_mismatch, rerank=rerank, rerank_weight=rerank_weight)
             for name, model, sids in specs}
