@@ -132,7 +132,7 @@ def test_rl_two_processes_follow_one_at_the_same_global_batch(sft_runs, tmp_path
     for key, tol in (("reward", 1e-6), ("entropy", 1e-3), ("loss", 1e-3)):
         a, b = logged(one, key), logged(two, key)
         assert a.keys() == b.keys() and len(a) >= 10, (key, a, b)
-        assert all(abs(a[s] - b[s]) <= tol for s in a), (key, a, b)
+        assert all(abs(a[s] - b[s]) <= tol * max(1.0, abs(a[s])) for s in a), (key, a, b)
     assert max(logged(one, "loss").values()) > 1e-4  # the KL term moves: the losses compared are not all 0
     history = [json.loads((r / "valid_history.json").read_text()) for r in (one, two)]
     assert history[0] == history[1] and len(history[0]) >= 3
