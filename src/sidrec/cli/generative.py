@@ -69,15 +69,17 @@ def eval_cmd(
             raise SidrecError("--rerank-weight auto picks λ on valid; evaluate --split test (or give a fixed λ)")
         check_scorer_early(rerank, data, sids)
 
-    from sidrec.evaluate.generative import evaluate_generative
+    from sidrec.evaluate.generative import evaluate_generative, process_state
     from sidrec.evaluate.report import print_results
 
     res = evaluate_generative(model, data, sids, out, **opts.model_dump(), allow_mismatch=allow_mismatch)
-    print_results({str(model): res}, console, title=f"{split} metrics (exact items)")
-    if "metrics_sid_match" in res:
-        print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
-                      title=f"{split} metrics (SID match, the paper's scoring)")
-    console.print(f"valid SIDs: {res['valid_sid_rate']:.2%}; {res['rows_per_second']} rows/s; outputs in {out}")
+    main = process_state().is_main_process  # under `accelerate launch` all processes rank, the main one reports
+    if main:
+        print_results({str(model): res}, console, title=f"{split} metrics (exact items)")
+        if "metrics_sid_match" in res:
+            print_results({str(model): {**res, "metrics": res["metrics_sid_match"]}}, console,
+                          title=f"{split} metrics (SID match, the paper's scoring)")
+        console.print(f"valid SIDs: {res['valid_sid_rate']:.2%}; {res['rows_per_second']} rows/s; outputs in {out}")
     if rerank:
         from sidrec.cli.rerank import rerank_after_eval
 
@@ -86,7 +88,8 @@ def eval_cmd(
             valid_eval = out / "valid"
             evaluate_generative(model, data, sids, valid_eval, **{**opts.model_dump(), "split": "valid"},
                                 allow_mismatch=allow_mismatch)
-        rerank_after_eval(out, data, sids, rerank, rerank_weight, valid_eval)
+        if main:
+            rerank_after_eval(out, data, sids, rerank, rerank_weight, valid_eval)
 
 
 @app.command("rl")

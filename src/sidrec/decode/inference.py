@@ -56,10 +56,12 @@ def build_trie(tokenizer, codes: np.ndarray) -> SidTrie:
 
 
 def rank_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, histories: list[list[int]], beams: int,
-                   cutoff_len: int = 256, batch_size: int = 32, progress: bool = True):
+                   cutoff_len: int = 256, batch_size: int = 32, progress: bool = True, shard: tuple[int, int] = (0, 1)):
     """Constrained beam search for each history; returns (sid_index (n, beams), scores (n, beams)).
 
-    `model`: a causal LM (`nn.Module`) or a step model (`HFStepModel`, `OnnxStepModel`, ...)."""
+    `model`: a causal LM (`nn.Module`) or a step model (`HFStepModel`, `OnnxStepModel`, ...).
+    `shard`: (process index, number of processes): rank only every n-th batch from the index on, leaving the other
+    rows at -1 / -inf. The batches are those of one process, so n processes together return exactly its numbers."""
     model = as_step_model(model)
     prompts = [fit_history("seqrec", h, codes, tokenizer, cutoff_len)[0] for h in histories]
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
@@ -69,8 +71,10 @@ def rank_histories(model, tokenizer, trie: SidTrie, codes: np.ndarray, histories
     device = model.device
     pad = tokenizer.pad_token_id
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("beam search", total=len(prompts))
-        for start in range(0, len(prompts), batch_size):
+        index, n = shard
+        starts = range(index * batch_size, len(prompts), n * batch_size)
+        task = bar.add_task("beam search", total=sum(len(order[s:s + batch_size]) for s in starts))
+        for start in starts:
             rows = order[start:start + batch_size]
             ids, mask = left_pad([encoded[r] for r in rows], pad, device)
             res = constrained_beam_search(model, ids, mask, trie, beams)
@@ -91,9 +95,9 @@ class InferenceModel:
     dataset: Dataset | None = None
 
     def rank(self, histories: list[list[int]], beams: int, cutoff_len: int = 256, batch_size: int = 32,
-             progress: bool = False):
+             progress: bool = False, shard: tuple[int, int] = (0, 1)):
         return rank_histories(self.step_model, self.tokenizer, self.trie, self.codes, histories, beams, cutoff_len,
-                              batch_size, progress=progress)
+                              batch_size, progress=progress, shard=shard)
 
 
 def load_for_inference(model_dir: str | Path, sids: str | Path, data_dir: str | Path | None = None, *,

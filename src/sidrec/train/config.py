@@ -177,7 +177,7 @@ class RlConfig(StageConfig):
     suffix_prompts: int = Field(2, ge=0)
     suffix_max: int = Field(4, ge=1)
     popularity_window: int | None = Field(2000, ge=1)  # latest training rows the `popularity` reward counts
-    train_batch_size: int = Field(512, ge=2)  # completions per optimiser step (per device) = prompts x G
+    train_batch_size: int = Field(512, ge=2)  # completions per optimiser step, over all processes = prompts x G
     micro_batch_size: int = Field(256, ge=1)  # completions per forward/backward
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0, le=1)

@@ -7,7 +7,6 @@ tokenizer are saved as a plain HF folder (`OUT/model`) that AutoModelForCausalLM
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ import numpy as np
 import torch
 
 from sidrec.data.canonical import Dataset
-from sidrec.errors import SidrecError
 from sidrec.io import file_sha256, write_json, write_manifest
 from sidrec.model.backbone import build_small_model, check_context_length, load_llm
 from sidrec.model.binding import write_binding
@@ -25,6 +23,7 @@ from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, encode_prompt, level_tokens
 from sidrec.train.checkpoints import train_resuming
 from sidrec.train.config import SftConfig, check_tracker
+from sidrec.train.distributed import accumulation_steps, world_size
 
 
 def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:
@@ -75,8 +74,10 @@ def seeded_trainer_class():
                 return super()._get_train_sampler(train_dataset)
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            # grouped by the global batch, so N processes train on the same batches as one (each its share)
             return EpochSeededLengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset,
+                self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
+                dataset=dataset,
                 model_input_name="input_ids", seed=seed)
 
     return SeededTrainer
@@ -138,8 +139,8 @@ def training_arguments(cfg: SftConfig, out: str | Path, num_train: int):
     """HF `TrainingArguments` for `num_train` tokenized examples (evaluation/saving every `eval_steps`)."""
     from transformers import TrainingArguments
 
-    world = max(1, int(os.environ.get("WORLD_SIZE", 1)))
-    accum = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
+    world = world_size()
+    accum = accumulation_steps(cfg.batch_size, cfg.micro_batch_size, ("batch_size", "micro_batch_size"))
     steps_per_epoch = math.ceil(num_train / (cfg.micro_batch_size * accum * world))
     eval_steps = max(1, int(cfg.eval_steps * steps_per_epoch) if cfg.eval_steps < 1 else int(cfg.eval_steps))
     return TrainingArguments(
@@ -181,8 +182,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     (out / "manifest.json").unlink(missing_ok=True)  # from here until the end the run is unfinished
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.batch_size % cfg.micro_batch_size:
-        raise SidrecError(f"batch_size={cfg.batch_size} must be a multiple of micro_batch_size={cfg.micro_batch_size}")
+    accumulation_steps(cfg.batch_size, cfg.micro_batch_size, ("batch_size", "micro_batch_size"))  # before loading
     check_tracker(cfg.report_to, "sft.report_to")
     dataset = Dataset.load(data_dir)
     codes, _ = load_sids(sids)
@@ -207,6 +207,8 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
                       eval_dataset=valid, processing_class=tokenizer, callbacks=callbacks)
     log_progress(trainer)
     last = train_resuming(trainer, "sft")  # from the newest whole checkpoint; a full disk is a one-line error
+    if not trainer.is_world_process_zero():  # under accelerate launch one process saves the run
+        return out / "model"
 
     model = trainer.model
     if cfg.lora is not None and not cfg.freeze_llm:

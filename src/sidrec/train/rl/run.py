@@ -15,6 +15,7 @@ from sidrec.io import write_json, write_manifest
 from sidrec.tasks.builders import check_sid_coverage
 from sidrec.train.checkpoints import train_resuming
 from sidrec.train.config import RlConfig, check_tracker
+from sidrec.train.distributed import accumulation_steps
 from sidrec.train.rewards import check_rewards, recent_popularity
 from sidrec.train.rl.prompts import prompt_dataset, prompt_frame, training_rows
 from sidrec.train.rl.rollout import GroupRollout, make_reward_funcs
@@ -35,6 +36,8 @@ def check_settings(cfg: RlConfig) -> None:
     if cfg.train_batch_size % cfg.num_generations or cfg.train_batch_size % cfg.micro_batch_size:
         raise SidrecError(f"train_batch_size={cfg.train_batch_size} must be a multiple of num_generations="
                           f"{cfg.num_generations} and of micro_batch_size={cfg.micro_batch_size}")
+    accumulation_steps(cfg.train_batch_size, cfg.micro_batch_size, ("train_batch_size", "micro_batch_size"),
+                       group=cfg.num_generations)  # under accelerate launch: each process's share, whole groups
 
 
 def load_reward_scorer(cfg: RlConfig):
@@ -102,6 +105,8 @@ def run_rl(cfg: RlConfig, model_dir: str | Path, data_dir: str | Path, sids: str
     trainer.add_callback(valid)
     log_progress(trainer)
     last = train_resuming(trainer, "rl")  # from the newest whole checkpoint; a full disk is a one-line error
+    if not trainer.is_world_process_zero():  # under accelerate launch one process measures and saves the run
+        return out / "model"
 
     model_out = save_final(trainer, tokenizer, cfg, out, bound_to)
     best = max(valid.history, key=lambda h: h["NDCG@10"])

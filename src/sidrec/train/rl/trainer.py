@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -19,16 +18,18 @@ from trl import GRPOConfig, GRPOTrainer
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.train.config import RlConfig
+from sidrec.train.distributed import accumulation_steps
 from sidrec.train.rl.losses import shared_prompt_logps, sid_logps, tilt_batch, trl_loss_args
 
 
 def grpo_args(cfg: RlConfig, out: Path, num_prompts: int, reward_weights: list[float],
               completion_len: int) -> tuple[GRPOConfig, int]:
     """TRL's settings for `cfg`, and the steps between valid evaluations (also the checkpoint interval)."""
-    world = max(1, int(os.environ.get("WORLD_SIZE", 1)))
-    accum = max(1, cfg.train_batch_size // (cfg.micro_batch_size * world))
+    # train_batch_size completions per optimiser step over all processes (TRL's batch is per device)
+    accum = accumulation_steps(cfg.train_batch_size, cfg.micro_batch_size, ("train_batch_size", "micro_batch_size"),
+                               group=cfg.num_generations)
     prompts_per_step = cfg.train_batch_size // cfg.num_generations
-    total_steps = math.ceil(num_prompts * cfg.epochs / (prompts_per_step * world))
+    total_steps = math.ceil(num_prompts * cfg.epochs / prompts_per_step)
     eval_every = max(1, int(cfg.eval_step * total_steps) if cfg.eval_step < 1 else int(cfg.eval_step))
     args = GRPOConfig(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
@@ -79,7 +80,11 @@ class GroupRolloutTrainer(GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
-        if not self.rl.shared_prompt_forward or compute_aux_loss or any(v is not None for v in multimodal.values()):
+        # a model wrapped for several processes (DDP, DeepSpeed) syncs gradients only through its own forward, which
+        # the shared-prompt encoding bypasses: there TRL's row-by-row forward runs
+        wrapped = self.accelerator.unwrap_model(model) is not model
+        if (not self.rl.shared_prompt_forward or wrapped or compute_aux_loss
+                or any(v is not None for v in multimodal.values())):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
                 **multimodal)
