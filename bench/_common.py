@@ -70,6 +70,14 @@ def fixture(data: str | Path | None = None, out: str | Path = FIXTURE) -> dict[s
     return paths
 
 
+def model_args(args) -> None:
+    """Fill `args.model`, `args.sids` and `args.data` that were not given from the fixture's SFT run (built once)."""
+    if not (args.model and args.sids and args.data):
+        fx = fixture()
+        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
+                                            str(args.data or fx["data"]))
+
+
 def machine() -> dict:
     """CPU model, cores, load and versions: what a benchmark figure was measured on."""
     import torch

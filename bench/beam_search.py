@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from _common import OUT, fixture, machine
+from _common import OUT, machine, model_args
 from sidrec.data import Dataset
 from sidrec.evaluate.generative import build_trie, load_model_for_inference, rank_histories
 from sidrec.sid.io import load_sids
@@ -82,10 +82,7 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.rows = 40
-    if not (args.model and args.sids and args.data):
-        fx = fixture()
-        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
-                                            str(args.data or fx["data"]))
+    model_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ds = Dataset.load(args.data)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import OUT, fixture, machine
+from _common import OUT, machine, model_args
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.io import write_json
 from sidrec.serve import BACKENDS, Recommender
@@ -55,10 +55,7 @@ def main():
     args = ap.parse_args()
     if args.quick and args.rows is None:
         args.rows = 300
-    if not (args.model and args.sids and args.data):
-        fx = fixture()
-        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
-                                            str(args.data or fx["data"]))
+    model_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     names = args.backends.split(",")

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from _common import OUT, ROOT, fixture, machine
+from _common import OUT, ROOT, machine, model_args
 from sidrec.config import load_config
 from sidrec.io import read_json, write_json
 from sidrec.train.config import RlConfig
@@ -45,10 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.steps = 50
-    if not (args.model and args.sids and args.data):
-        fx = fixture()
-        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
-                                            str(args.data or fx["data"]))
+    model_args(args)
     base = load_config(RlConfig, args.config, section="rl")
     prompts_per_step = base.train_batch_size // base.num_generations
     rewards = {"novelty": base.rewards.get("novelty", 1.0), "popularity": base.rewards.get("popularity", 0.3)}

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _common import OUT, Server, fire, fixture, machine, summarize, test_bodies
+from _common import OUT, Server, fire, machine, model_args, summarize, test_bodies
 from sidrec.io import write_json
 
 
@@ -51,10 +51,7 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.requests, args.rounds = 200, 2
-    if not (args.model and args.sids and args.data):
-        fx = fixture()
-        args.model, args.sids, args.data = (str(args.model or fx["sft"]), str(args.sids or fx["sids"]),
-                                            str(args.data or fx["data"]))
+    model_args(args)
 
     wall0 = time.time()
     bodies = test_bodies(args.data, k=args.k)
