@@ -112,7 +112,7 @@ def test_pipeline_on_qwen25_folder_end_to_end(assets, qwen_run):
 
     ledger = json.loads((qwen_run / "pipeline.json").read_text())
     assert {s: e["status"] for s, e in ledger["stages"].items()} == {
-        s: "done" for s in ("data", "embed", "sid", "sft", "scorer", "rl", "eval_sft", "eval", "analyze")}
+        s: "done" for s in ("data", "embed", "sid", "sft", "scorer", "rl", "eval_sft", "eval", "rerank", "analyze")}
     codes, _ = load_sids(qwen_run / "sid")
     sid_tokens = [t for level in level_tokens(codes) for t in level]
     for folder in (qwen_run / "sft" / "model", qwen_run / "rl" / "model"):
