@@ -54,6 +54,27 @@ def check_embeddings(X, codebook: int | None = None, what: str = "embeddings") -
     return X
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (psutil, else /proc/meminfo); None if unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
 def _entropy(counts: np.ndarray, k: int) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum() / math.log(k)) if k > 1 else 1.0
@@ -128,6 +149,11 @@ class SIDEstimator:
     def params(self) -> dict:
         return {"levels": self.levels, "codebook": self.codebook, "seed": self.seed, "collision": self.collision}
 
+    def memory_estimate(self, n: int, d: int) -> int:
+        """Bytes `fit` + `encode` allocate beyond X for n items of dimension d (an estimate, for the check before
+        work starts): the float32 residuals, one float64 copy of them and two (n, K) float64 distance matrices."""
+        return 4 * n * d + 8 * n * d + 2 * 8 * n * self.codebook
+
     def save(self, folder: str | Path) -> list[str]:
         """Write the fitted codebooks (and a subclass's weights); returns the file names written."""
         from sidrec.io import atomic_path
@@ -141,12 +167,22 @@ class SIDEstimator:
         X = check_embeddings(X, self.codebook)
         if self.collision == "reassign" and self.codebook ** self.levels < len(X):
             raise SidrecError(f"{self.levels} levels x {self.codebook} codes give {self.codebook ** self.levels} SIDs "
-                              f"for {len(X)} items; raise --levels or --codebook, or use --collision dedup-level")
+                              f"for {len(X)} items; raise sid.levels or sid.codebook (--levels/--codebook), or use "
+                              f"sid.collision dedup-level")
+        self.check_memory(*X.shape)
         t0 = time.perf_counter()
         self._fit(X)
         self.dim_ = X.shape[1]
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def check_memory(self, n: int, d: int) -> None:
+        """A SidrecError, before any work, if building SIDs for n x d items needs more memory than is available."""
+        need, free = self.memory_estimate(n, d), available_memory()
+        if free is not None and need > free:
+            raise SidrecError(f"{n} items x {d} dims need about {_gib(need)} for {self.method} but only {_gib(free)} "
+                              f"is available; free memory, use a machine with more, or lower sid.codebook"
+                              + (" or sid.rqkmeans_constrained.fit_sample" if hasattr(self, "fit_sample") else ""))
 
     def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "codebooks_"):
