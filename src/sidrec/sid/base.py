@@ -298,11 +298,17 @@ class SIDEstimator:
             R -= self.codebooks_[j][codes[:, j]]
         return sq_dists(R, self.codebooks_[level])
 
-    def recon_error(self, X, codes: np.ndarray) -> float:
-        """Squared reconstruction error relative to the data's variance (0 = perfect, 1 = as bad as the mean)."""
-        X = np.asarray(X, dtype=np.float64)
-        Xh = self.reconstruct(np.asarray(codes)[:, : self.levels]).astype(np.float64)
-        return float(((X - Xh) ** 2).sum() / ((X - X.mean(0)) ** 2).sum())
+    def recon_error(self, X, codes: np.ndarray, chunk: int = 65536) -> float:
+        """Squared reconstruction error relative to the data's variance (0 = perfect, 1 = as bad as the mean).
+        In chunks, so a large catalogue needs no float64 copy of itself."""
+        X, codes = np.asarray(X), np.asarray(codes)[:, : self.levels]
+        mean = X.mean(0, dtype=np.float64)
+        err = var = 0.0
+        for a in range(0, len(X), chunk):
+            x = X[a:a + chunk].astype(np.float64)
+            err += ((x - self.reconstruct(codes[a:a + chunk]).astype(np.float64)) ** 2).sum()
+            var += ((x - mean) ** 2).sum()
+        return float(err / var)
 
     # ----------------------------------------------------------- collisions
     def reassign(self, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
