@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import OUT, load_avg, machine
+from sidrec.io import write_json, write_text
 
 ITEM_STAGES = ("sid", "sid-exact", "rqkmeans", "trie", "beam")
 LOG_STAGES = ("amazon", "interactions")
@@ -332,6 +333,25 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def report(rows: list[dict], out: Path, args) -> str:
+    """Write out.json, out.md and out.png; returns the markdown table."""
+    extra = [e for e in (extrapolate(rows, s, 100_000_000) for s in LOG_STAGES) if e]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.with_suffix(".json"), {"machine": machine(), "command": " ".join(["python bench/scale.py",
+               *sys.argv[1:]]), "quick": args.quick, "rows": rows, "extrapolated": extra})
+    lines = ["| stage | size | seconds | peak RSS (MiB) | load (1 min) | figure |", "|---|---:|---:|---:|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["stage"], r["size"])):
+        secs = f"{r['seconds']:.1f}" if r["ok"] else f">{r['wall_s']:.0f}"
+        lines.append(f"| {r['stage']} | {r['size']:,} | {secs} | {r['peak_rss_mb']:,} | {r['load_before']}–"
+                     f"{r['load_after']} | {figure(r)} |")
+    for e in extra:
+        lines.append(f"| {e['stage']} | {e['size']:,} | ~{e['seconds']:,.0f} (extrapolated) | ~{e['peak_rss_mb']:,} "
+                     f"(extrapolated) | – | not run: power law n^{e['exponent']} through {e['from_sizes']} |")
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    plot(rows, out.with_suffix(".png"))
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -365,27 +385,14 @@ def main() -> int:
     out = Path(args.out)
     rows = json.loads(out.with_suffix(".json").read_text())["rows"] if args.append and \
         out.with_suffix(".json").exists() else []
+    table = ""
     for stage, n in plan:
         row = measure(stage, n, work, args.timeout)
         rows = [r for r in rows if (r["stage"], r["size"]) != (stage, n)] + [row]
         print(f"{stage:>12} {n:>10,}: {row['wall_s']:>8.1f} s, {row['peak_rss_mb']:>6} MiB, load "
               f"{row['load_before']}->{row['load_after']}; {figure(row)}", flush=True)
-    extra = [e for e in (extrapolate(rows, s, 100_000_000) for s in LOG_STAGES) if e]
-    report = {"machine": machine(), "command": " ".join(["python bench/scale.py", *sys.argv[1:]]), "quick": args.quick,
-              "rows": rows, "extrapolated": extra}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    lines = ["| stage | size | seconds | peak RSS (MiB) | load (1 min) | figure |", "|---|---:|---:|---:|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["stage"], r["size"])):
-        secs = f"{r['seconds']:.1f}" if r["ok"] else f">{r['wall_s']:.0f}"
-        lines.append(f"| {r['stage']} | {r['size']:,} | {secs} | {r['peak_rss_mb']:,} | {r['load_before']}–"
-                     f"{r['load_after']} | {figure(r)} |")
-    for e in extra:
-        lines.append(f"| {e['stage']} | {e['size']:,} | ~{e['seconds']:,.0f} (extrapolated) | ~{e['peak_rss_mb']:,} "
-                     f"(extrapolated) | – | not run: power law n^{e['exponent']} through {e['from_sizes']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    plot(rows, out.with_suffix(".png"))
-    print("\n".join(lines))
+        table = report(rows, out, args)  # after every measurement: a long run interrupted keeps what it measured
+    print(table)
     return 0 if all(r["ok"] for r in rows) else 1
 
 
