@@ -82,3 +82,16 @@ def test_sampled_estimate_is_below_exact():
     est = ConstrainedRQKMeans()
     assert est.memory_estimate(10**6, 384) < 8 * 2**30  # the goal: 10^6 x 384 within 8 GiB
     assert ConstrainedRQKMeans(fit_sample=None).memory_estimate(10**6, 384) > est.memory_estimate(10**6, 384)
+
+
+def test_sid_build_checks_size_before_reading_the_embeddings(tmp_path, monkeypatch):
+    import sidrec.sid.build as build
+
+    emb = tmp_path / "emb.npy"
+    np.save(emb, clustered(300))
+    monkeypatch.setattr(build, "load_npy", lambda *a: pytest.fail("read the whole file before the checks"))
+    with pytest.raises(SidrecError, match="sid.levels or sid.codebook"):
+        build.build_sids("rqkmeans", emb, None, tmp_path / "out", levels=2, codebook=16)
+    monkeypatch.setattr(base, "available_memory", lambda: 100_000)  # below the ~0.4 MB this build needs
+    with pytest.raises(SidrecError, match=r"300 items x 16 dims need about"):
+        build.build_sids("rqkmeans-constrained", emb, None, tmp_path / "out", levels=3, codebook=16)

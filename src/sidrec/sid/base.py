@@ -165,20 +165,21 @@ class SIDEstimator:
     # ----------------------------------------------------------- public
     def fit(self, X) -> "SIDEstimator":
         X = check_embeddings(X, self.codebook)
-        if self.collision == "reassign" and self.codebook ** self.levels < len(X):
-            raise SidrecError(f"{self.levels} levels x {self.codebook} codes give {self.codebook ** self.levels} SIDs "
-                              f"for {len(X)} items; raise sid.levels or sid.codebook (--levels/--codebook), or use "
-                              f"sid.collision dedup-level")
-        self.check_memory(*X.shape)
+        self.check_size(*X.shape)
         t0 = time.perf_counter()
         self._fit(X)
         self.dim_ = X.shape[1]
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def check_memory(self, n: int, d: int) -> None:
-        """A SidrecError, before any work, if building SIDs for n x d items needs more memory than is available."""
-        need, free = self.memory_estimate(n, d), available_memory()
+    def check_size(self, n: int, d: int, loading: int = 0) -> None:
+        """A one-line SidrecError, before any work, if n items do not fit the codebook's capacity (codebook^levels
+        SIDs at fixed length) or n x d items need more memory than is available (`loading`: bytes still to read)."""
+        if self.collision == "reassign" and self.codebook ** self.levels < n:
+            raise SidrecError(f"{self.levels} levels x {self.codebook} codes give {self.codebook ** self.levels} SIDs "
+                              f"for {n} items; raise sid.levels or sid.codebook (--levels/--codebook), or use "
+                              f"sid.collision dedup-level")
+        need, free = self.memory_estimate(n, d) + loading, available_memory()
         if free is not None and need > free:
             raise SidrecError(f"{n} items x {d} dims need about {_gib(need)} for {self.method} but only {_gib(free)} "
                               f"is available; free memory, use a machine with more, or lower sid.codebook"
