@@ -332,8 +332,9 @@ class SIDEstimator:
         if len(involved) == 0:
             return codes
         D_all = self._level_dists(Z[involved], codes[involved], last)  # one matrix product, not one per bucket
-        for b in np.unique(bucket[involved]):
-            rows = np.flatnonzero(bucket[involved] == b)
+        b_inv = bucket[involved]
+        order = np.argsort(b_inv, kind="stable")  # the buckets' rows by one sort, not one scan per bucket
+        for rows in np.split(order, np.flatnonzero(np.diff(b_inv[order])) + 1):
             idx, D = involved[rows], D_all[rows]
             cur = codes[idx, last]
             own = D[np.arange(len(idx)), cur]
