@@ -352,10 +352,15 @@ class SIDEstimator:
         K, p = self.codebook, L - 2
         bucket = group_ids(codes[:, : L - 1])
         sizes = np.bincount(bucket)
-        for b in np.flatnonzero(sizes > K):
-            idx = np.flatnonzero(bucket == b)
-            parent = group_ids(codes[:, :p])
-            siblings = np.flatnonzero(parent == parent[idx[0]])
+        over = np.flatnonzero(sizes > K)
+        if len(over) == 0:
+            return codes
+        members = _members(bucket)
+        parent = group_ids(codes[:, :p])  # the moves below change codes p and L-1 only, never the parent prefix
+        family = _members(parent)
+        for b in over:
+            idx = members(b)
+            siblings = family(parent[idx[0]])
             room = K - np.bincount(codes[siblings, p], minlength=K)
             room[codes[idx[0], p]] = 0
             excess = len(idx) - K
@@ -378,6 +383,13 @@ class SIDEstimator:
             codes[idx[sel], p] = moved[sel]
             codes[idx[sel], L - 1] = self._level_dists(Z[idx[sel]], codes[idx[sel]], L - 1).argmin(1)
         return codes
+
+
+def _members(groups: np.ndarray):
+    """`members(g)`: the rows of group g in ascending order, as np.flatnonzero(groups == g) but one sort for all."""
+    order = np.argsort(groups, kind="stable")
+    start = np.r_[0, np.cumsum(np.bincount(groups))]
+    return lambda g: order[start[g]:start[g + 1]]
 
 
 def _greedy_match(D: np.ndarray, free: np.ndarray) -> np.ndarray:
