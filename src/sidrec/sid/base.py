@@ -331,7 +331,10 @@ class SIDEstimator:
         involved = np.flatnonzero(np.isin(bucket, bucket[cnt[inv] > 1]))
         if len(involved) == 0:
             return codes
-        D_all = self._level_dists(Z[involved], codes[involved], last)  # one matrix product, not one per bucket
+        D_all = np.empty((len(involved), K))  # a few matrix products, not one per bucket
+        for a in range(0, len(involved), 65536):  # in chunks: no float64 copy of every involved residual at once
+            part = involved[a:a + 65536]
+            D_all[a:a + 65536] = self._level_dists(Z[part], codes[part], last)
         b_inv = bucket[involved]
         order = np.argsort(b_inv, kind="stable")  # the buckets' rows by one sort, not one scan per bucket
         for rows in np.split(order, np.flatnonzero(np.diff(b_inv[order])) + 1):

@@ -146,9 +146,10 @@ def balanced_assign_chunked(R: np.ndarray, C: np.ndarray, prices: np.ndarray, ca
     cap, size = _capacities(demand, n), np.zeros(K, dtype=np.int64)
     labels = _round(cost, cand, cap, size)
     stuck = np.flatnonzero(labels < 0)
-    if len(stuck):
-        full = sq_dists(R[stuck], C) - g[None, :]
-        labels[stuck] = _round(full, np.tile(np.arange(K), (len(stuck), 1)), cap, size)
+    for a in range(0, len(stuck), chunk):  # every candidate full: all clusters, a chunk at a time
+        rows = stuck[a:a + chunk]
+        full = sq_dists(R[rows], C) - g[None, :]
+        labels[rows] = _round(full, np.broadcast_to(np.arange(K), full.shape), cap, size)
     return labels, g
 
 
