@@ -17,7 +17,7 @@ Stages, each run in its own process with one thread (peak RSS = that process's r
   interactions `import_interactions` on the same log as Parquet: seconds, rows/s, peak RSS
 
     python bench/scale.py --quick                       # 10^4 items, 10^5 interactions: about 2 minutes
-    python bench/scale.py                               # 10^4..10^6 items, 10^6 and 10^7 interactions (hours)
+    python bench/scale.py                               # 10^4..10^6 items, 10^6 and 10^7 interactions (~40 min)
     python bench/scale.py --stages sid --items 1000000  # one measurement
 
 Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log cost against size).
