@@ -95,3 +95,19 @@ def test_sid_build_checks_size_before_reading_the_embeddings(tmp_path, monkeypat
     monkeypatch.setattr(base, "available_memory", lambda: 100_000)  # below the ~0.4 MB this build needs
     with pytest.raises(SidrecError, match=r"300 items x 16 dims need about"):
         build.build_sids("rqkmeans-constrained", emb, None, tmp_path / "out", levels=3, codebook=16)
+
+
+def test_amazon_meta_read_in_chunks_keeps_the_last_titled_line(tmp_path, monkeypatch):
+    import json
+
+    import sidrec.data.amazon18 as az
+
+    lines = [{"asin": "A", "title": "First"}, {"asin": "B", "title": "Bee"}, {"asin": "C", "title": "Sea"},
+             {"asin": "A", "title": "Second"}, {"asin": "A", "title": ""}, {"asin": "D", "title": "Dee"}]
+    path = tmp_path / "meta.json"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    monkeypatch.setattr(az, "CHUNK_LINES", 2)  # A's lines fall in different chunks
+    items, skipped = az.read_meta(path)
+    assert sorted(items["item"].to_list()) == ["A", "B", "C", "D"]
+    assert dict(zip(items["item"], items["title"]))["A"] == "Second"
+    assert skipped == {"meta_title_length": 1}  # the empty title
