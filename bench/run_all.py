@@ -78,6 +78,13 @@ def rl_figures(r: dict) -> str:
             f"s/step, {r['completions_per_s']:.0f} completions/s ({r['threads']} thread)")
 
 
+def scale_figures(r: dict) -> str:
+    from scale import figure
+
+    return "; ".join(f"{x['stage']} {x['size']:,}: {x['seconds']:.1f} s, {x['peak_rss_mb']:,} MiB, {figure(x)}"
+                     if x["ok"] else f"{x['stage']} {x['size']:,}: {figure(x)}" for x in r["rows"])
+
+
 # name, script, its JSON under bench/out, figures, which trained models it takes (None: data only)
 BENCHES = [
     ("sid_methods", "sid_methods.py", "sid_methods.json", sid_figures, None),
@@ -87,6 +94,7 @@ BENCHES = [
     ("serve_load", "serve_load.py", "serve_load.json", serve_figures, "sft"),
     ("ab_replay", "ab_replay.py", "ab_replay.json", ab_figures, "ab"),
     ("rl_step", "rl_step.py", "rl_step.json", rl_figures, "sft"),
+    ("scale", "scale.py", "scale.json", scale_figures, None),
 ]
 
 

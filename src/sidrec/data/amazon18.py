@@ -145,8 +145,11 @@ def read_meta(path: str | Path, wanted: set[str] | None = None) -> tuple[pl.Data
     An asin on several lines keeps its last line with a usable title (MiniOneRec's `id_title` dict does the same).
     """
     path = Path(path)
-    rows, skipped = {}, Counter()
+    rows, frames, skipped = {}, [], Counter()
     for n, line in iter_lines(path):
+        if len(rows) == CHUNK_LINES:  # into a compact frame every chunk: Python strings cost ~3x their text
+            frames.append(_meta_frame(rows))
+            rows = {}
         m = parse_line(path, n, line)
         if m is None:
             skipped["blank_lines"] += 1
@@ -166,13 +169,18 @@ def read_meta(path: str | Path, wanted: set[str] | None = None) -> tuple[pl.Data
         cats = m.get("category") or []  # MiniOneRec read "categories", which 2018 files lack: always empty there
         cats = [c for c in (clean_text(c) for c in (cats if isinstance(cats, list) else [cats])) if c]
         rows[str(asin)] = (title, clean_text(m.get("description")), brand, cats)
-    items = pl.DataFrame(
+    frames.append(_meta_frame(rows))
+    items = pl.concat(frames).unique("item", keep="last", maintain_order=True) if len(frames) > 1 else frames[0]
+    return items, dict(skipped)
+
+
+def _meta_frame(rows: dict) -> pl.DataFrame:
+    return pl.DataFrame(
         {"item": list(rows), "title": [r[0] for r in rows.values()], "description": [r[1] for r in rows.values()],
          "brand": [r[2] for r in rows.values()], "categories": [r[3] for r in rows.values()]},
         schema={"item": pl.String, "title": pl.String, "description": pl.String, "brand": pl.String,
                 "categories": pl.List(pl.String)},
     )
-    return items, dict(skipped)
 
 
 # ---------------------------------------------------------------------------------------------------- entry point

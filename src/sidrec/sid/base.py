@@ -54,6 +54,27 @@ def check_embeddings(X, codebook: int | None = None, what: str = "embeddings") -
     return X
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (psutil, else /proc/meminfo); None if unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
 def _entropy(counts: np.ndarray, k: int) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum() / math.log(k)) if k > 1 else 1.0
@@ -128,6 +149,11 @@ class SIDEstimator:
     def params(self) -> dict:
         return {"levels": self.levels, "codebook": self.codebook, "seed": self.seed, "collision": self.collision}
 
+    def memory_estimate(self, n: int, d: int) -> int:
+        """Bytes `fit` + `encode` allocate beyond X for n items of dimension d (an estimate, for the check before
+        work starts): the float32 residuals, one float64 copy of them and two (n, K) float64 distance matrices."""
+        return 4 * n * d + 8 * n * d + 2 * 8 * n * self.codebook
+
     def save(self, folder: str | Path) -> list[str]:
         """Write the fitted codebooks (and a subclass's weights); returns the file names written."""
         from sidrec.io import atomic_path
@@ -139,14 +165,25 @@ class SIDEstimator:
     # ----------------------------------------------------------- public
     def fit(self, X) -> "SIDEstimator":
         X = check_embeddings(X, self.codebook)
-        if self.collision == "reassign" and self.codebook ** self.levels < len(X):
-            raise SidrecError(f"{self.levels} levels x {self.codebook} codes give {self.codebook ** self.levels} SIDs "
-                              f"for {len(X)} items; raise --levels or --codebook, or use --collision dedup-level")
+        self.check_size(*X.shape)
         t0 = time.perf_counter()
         self._fit(X)
         self.dim_ = X.shape[1]
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def check_size(self, n: int, d: int, loading: int = 0) -> None:
+        """A one-line SidrecError, before any work, if n items do not fit the codebook's capacity (codebook^levels
+        SIDs at fixed length) or n x d items need more memory than is available (`loading`: bytes still to read)."""
+        if self.collision == "reassign" and self.codebook ** self.levels < n:
+            raise SidrecError(f"{self.levels} levels x {self.codebook} codes give {self.codebook ** self.levels} SIDs "
+                              f"for {n} items; raise sid.levels or sid.codebook (--levels/--codebook), or use "
+                              f"sid.collision dedup-level")
+        need, free = self.memory_estimate(n, d) + loading, available_memory()
+        if free is not None and need > free:
+            raise SidrecError(f"{n} items x {d} dims need about {_gib(need)} for {self.method} but only {_gib(free)} "
+                              f"is available; free memory, use a machine with more, or lower sid.codebook"
+                              + (" or sid.rqkmeans_constrained.fit_sample" if hasattr(self, "fit_sample") else ""))
 
     def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "codebooks_"):
@@ -262,11 +299,17 @@ class SIDEstimator:
             R -= self.codebooks_[j][codes[:, j]]
         return sq_dists(R, self.codebooks_[level])
 
-    def recon_error(self, X, codes: np.ndarray) -> float:
-        """Squared reconstruction error relative to the data's variance (0 = perfect, 1 = as bad as the mean)."""
-        X = np.asarray(X, dtype=np.float64)
-        Xh = self.reconstruct(np.asarray(codes)[:, : self.levels]).astype(np.float64)
-        return float(((X - Xh) ** 2).sum() / ((X - X.mean(0)) ** 2).sum())
+    def recon_error(self, X, codes: np.ndarray, chunk: int = 65536) -> float:
+        """Squared reconstruction error relative to the data's variance (0 = perfect, 1 = as bad as the mean).
+        In chunks, so a large catalogue needs no float64 copy of itself."""
+        X, codes = np.asarray(X), np.asarray(codes)[:, : self.levels]
+        mean = X.mean(0, dtype=np.float64)
+        err = var = 0.0
+        for a in range(0, len(X), chunk):
+            x = X[a:a + chunk].astype(np.float64)
+            err += ((x - self.reconstruct(codes[a:a + chunk]).astype(np.float64)) ** 2).sum()
+            var += ((x - mean) ** 2).sum()
+        return float(err / var)
 
     # ----------------------------------------------------------- collisions
     def reassign(self, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -288,9 +331,13 @@ class SIDEstimator:
         involved = np.flatnonzero(np.isin(bucket, bucket[cnt[inv] > 1]))
         if len(involved) == 0:
             return codes
-        D_all = self._level_dists(Z[involved], codes[involved], last)  # one matrix product, not one per bucket
-        for b in np.unique(bucket[involved]):
-            rows = np.flatnonzero(bucket[involved] == b)
+        D_all = np.empty((len(involved), K))  # a few matrix products, not one per bucket
+        for a in range(0, len(involved), 65536):  # in chunks: no float64 copy of every involved residual at once
+            part = involved[a:a + 65536]
+            D_all[a:a + 65536] = self._level_dists(Z[part], codes[part], last)
+        b_inv = bucket[involved]
+        order = np.argsort(b_inv, kind="stable")  # the buckets' rows by one sort, not one scan per bucket
+        for rows in np.split(order, np.flatnonzero(np.diff(b_inv[order])) + 1):
             idx, D = involved[rows], D_all[rows]
             cur = codes[idx, last]
             own = D[np.arange(len(idx)), cur]
@@ -308,10 +355,15 @@ class SIDEstimator:
         K, p = self.codebook, L - 2
         bucket = group_ids(codes[:, : L - 1])
         sizes = np.bincount(bucket)
-        for b in np.flatnonzero(sizes > K):
-            idx = np.flatnonzero(bucket == b)
-            parent = group_ids(codes[:, :p])
-            siblings = np.flatnonzero(parent == parent[idx[0]])
+        over = np.flatnonzero(sizes > K)
+        if len(over) == 0:
+            return codes
+        members = _members(bucket)
+        parent = group_ids(codes[:, :p])  # the moves below change codes p and L-1 only, never the parent prefix
+        family = _members(parent)
+        for b in over:
+            idx = members(b)
+            siblings = family(parent[idx[0]])
             room = K - np.bincount(codes[siblings, p], minlength=K)
             room[codes[idx[0], p]] = 0
             excess = len(idx) - K
@@ -334,6 +386,13 @@ class SIDEstimator:
             codes[idx[sel], p] = moved[sel]
             codes[idx[sel], L - 1] = self._level_dists(Z[idx[sel]], codes[idx[sel]], L - 1).argmin(1)
         return codes
+
+
+def _members(groups: np.ndarray):
+    """`members(g)`: the rows of group g in ascending order, as np.flatnonzero(groups == g) but one sort for all."""
+    order = np.argsort(groups, kind="stable")
+    start = np.r_[0, np.cumsum(np.bincount(groups))]
+    return lambda g: order[start[g]:start[g + 1]]
 
 
 def _greedy_match(D: np.ndarray, free: np.ndarray) -> np.ndarray:

@@ -111,13 +111,18 @@ def build_sids(method: str, emb_file, data_dir, out_dir, levels: int = 3, codebo
     embedding file has rows: row i is item_id i.
     """
     emb_file, out_dir = Path(emb_file), Path(out_dir)
+    est = make_estimator(method, levels, codebook, seed, collision, **method_params)
+    check_file(emb_file, hint="make it with `sidrec embed`")
+    head = read_npy(emb_file, mmap_mode="r", hint="re-run `sidrec embed`")  # the shape, before reading it all
+    if head.ndim == 2:
+        est.check_size(*head.shape, loading=head.nbytes + (0 if head.dtype == np.float32 else head.size * 4))
+    del head
     X = check_embeddings(load_npy(emb_file), what=str(emb_file))
     n = _num_items(data_dir)
     if n is not None and n != len(X):
         where = data_dir if isinstance(data_dir, (str, Path)) else "the dataset"
         raise SidrecError(f"{emb_file} has {len(X)} rows but {where} has {n} items; re-run `sidrec embed` on "
                           f"this dataset")
-    est = make_estimator(method, levels, codebook, seed, collision, **method_params)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_manifest(out_dir) or {}
     (out_dir / "manifest.json").unlink(missing_ok=True)  # an unfinished folder must not look finished

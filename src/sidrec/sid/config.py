@@ -42,6 +42,8 @@ class RQKMeansParams(_Params):
 class ConstrainedParams(_Params):
     iters: int = Field(10, ge=0)  # balanced Lloyd steps after the faiss start
     eps: float = Field(0.1, gt=0)  # Sinkhorn temperature relative to the cost spread
+    # above this many items: fit on a random sample of this size, assign the rest in chunks (None: always exact)
+    fit_sample: int | None = Field(65536, ge=2)
 
 
 class _TorchParams(_Params):

@@ -1,0 +1,400 @@
+"""Cost against size: wall time, peak memory and each stage's own quality figure, from 10^4 to 10^6 items and
+10^5 to 10^7 interactions, on generated data in the real input formats.
+
+Data (generated, seeded, under --work): clustered 384-d item embeddings (a skewed mixture of Gaussians, unit norm);
+Amazon-2018 review + metadata files (`.json.gz` lines as `sidrec.data.amazon18` reads them: power-law item
+popularity, titles of ~10 words and descriptions of ~80); the same log as an interactions Parquet + item table
+(`sidrec.data.interactions`).
+
+Stages, each run in its own process with one thread (peak RSS = that process's ru_maxrss, from os.wait4):
+  sid          balanced RQ-KMeans as `sid build` runs it (exact up to `fit_sample` items, sample-fit above):
+               seconds, peak RSS, per-level cluster sizes vs n/K, collisions before/after reassignment
+  sid-exact    the same with fit_sample=None (the exact method at every size)
+  rqkmeans     plain RQ-KMeans, for comparison
+  trie         SidTrie.build on the `sid` stage's SIDs: seconds, table bytes, peak RSS
+  beam         constrained beam search (a tiny untrained Qwen2, batch 8, beam 20) on that trie: rows/s, validity
+  amazon       `preprocess_amazon18` on N generated reviews: seconds, reviews/s, peak RSS
+  interactions `import_interactions` on the same log as Parquet: seconds, rows/s, peak RSS
+
+    python bench/scale.py --quick                       # 10^4 items, 10^5 interactions: about 2 minutes
+    python bench/scale.py                               # 10^4..10^6 items, 10^6 and 10^7 interactions (~40 min)
+    python bench/scale.py --stages sid --items 1000000  # one measurement
+
+Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log cost against size).
+10^8 interactions are not run: the table extrapolates them from the measured curve (a power law through the two
+largest sizes) and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import OUT, load_avg, machine
+from sidrec.io import write_json, write_text
+
+ITEM_STAGES = ("sid", "sid-exact", "rqkmeans", "trie", "beam")
+LOG_STAGES = ("amazon", "interactions")
+DIM, CODEBOOK, LEVELS = 384, 256, 3
+WORDS = np.array("steel bolt adapter sensor digital meter kit pack industrial lab grade heavy duty compact precision "
+                 "wire cable valve pump filter glove safety tape clamp switch relay motor gear bearing seal spring "
+                 "nozzle tube hose fitting probe gauge scale timer battery charger lamp lens mount bracket".split())
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def embeddings(path: Path, n: int, seed: int = 0, chunk: int = 100_000) -> Path:
+    """n unit-norm float32 vectors around 2,000 centres with power-law weights (items cluster by category)."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((2000, DIM)).astype(np.float32)
+    w = 1.0 / np.arange(1, 2001) ** 0.8
+    X = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), mode="w+", dtype=np.float32, shape=(n, DIM))
+    for a in range(0, n, chunk):
+        m = min(chunk, n - a)
+        x = centres[rng.choice(2000, m, p=w / w.sum())] + 0.7 * rng.standard_normal((m, DIM), dtype=np.float32)
+        X[a:a + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    X.flush()
+    del X
+    os.replace(path.with_suffix(".tmp.npy"), path)
+    return path
+
+
+def _text(rng, lo: int, hi: int, count: int) -> list[str]:
+    lengths = rng.integers(lo, hi, count)
+    words = WORDS[rng.integers(0, len(WORDS), int(lengths.sum()))].tolist()
+    out, i = [], 0
+    for n in lengths.tolist():
+        out.append(" ".join(words[i:i + n]))
+        i += n
+    return out
+
+
+def interaction_log(n: int, seed: int = 0):
+    """(user, item, time) arrays of n interactions: Zipf item popularity (s=1.0), ~n/8 users with ~8 each."""
+    rng = np.random.default_rng(seed)
+    n_items = max(n // 10, 100)
+    p = 1.0 / np.arange(1, n_items + 1)
+    items = rng.choice(n_items, n, p=p / p.sum())
+    users = rng.integers(0, max(n // 8, 10), n)
+    times = rng.integers(1_480_000_000, 1_540_000_000, n)  # 2016-11 .. 2018-10, inside MiniOneRec's window
+    return users, items, times, n_items
+
+
+def amazon_files(folder: Path, n: int, seed: int = 0, chunk: int = 200_000) -> tuple[Path, Path]:
+    """Amazon-2018 `reviews.json.gz` (n lines) and `meta.json.gz` (one line per item)."""
+    reviews, meta = folder / "reviews.json.gz", folder / "meta.json.gz"
+    if reviews.exists() and meta.exists():
+        return reviews, meta
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    users, items, times, n_items = interaction_log(n, seed)
+    with gzip.open(folder / "reviews.tmp", "wt", compresslevel=1) as f:
+        for a in range(0, n, chunk):
+            texts = _text(rng, 5, 40, min(chunk, n - a))
+            f.writelines(json.dumps({"overall": 5.0, "verified": True, "reviewerID": f"A{u:09d}", "asin": f"B{i:09d}",
+                                     "reviewText": t, "summary": t[:30], "unixReviewTime": int(ts)}) + "\n"
+                         for u, i, ts, t in zip(users[a:a + chunk].tolist(), items[a:a + chunk].tolist(),
+                                                times[a:a + chunk].tolist(), texts))
+    with gzip.open(folder / "meta.tmp", "wt", compresslevel=1) as f:
+        titles, descs = _text(rng, 6, 16, n_items), _text(rng, 40, 120, n_items)
+        f.writelines(json.dumps({"asin": f"B{i:09d}", "title": t, "description": [d], "brand": "Acme",
+                                 "category": ["Industrial & Scientific"]}) + "\n"
+                     for i, (t, d) in enumerate(zip(titles, descs)))
+    os.replace(folder / "reviews.tmp", reviews)
+    os.replace(folder / "meta.tmp", meta)
+    return reviews, meta
+
+
+def interaction_files(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """The same log as `interactions.parquet` (user, item, timestamp) + `items.parquet` (item_id, title, description)."""
+    import polars as pl
+
+    inter, table = folder / "interactions.parquet", folder / "items.parquet"
+    if inter.exists() and table.exists():
+        return inter, table
+    folder.mkdir(parents=True, exist_ok=True)
+    users, items, times, n_items = interaction_log(n, seed)
+    pl.DataFrame({"user": users, "item": items, "timestamp": times}).write_parquet(inter)
+    rng = np.random.default_rng(seed + 1)
+    pl.DataFrame({"item_id": np.arange(n_items), "title": _text(rng, 6, 16, n_items),
+                  "description": _text(rng, 40, 120, n_items)}).write_parquet(table)
+    return inter, table
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def run_sid(work: Path, n: int, method: str) -> dict:
+    """`build_sids`, the `sid build` path (fit, encode, reassign, index.json, quality.json)."""
+    from sidrec.sid import build_sids
+    from sidrec.sid.constrained import FIT_SAMPLE
+
+    params = {"fit_sample": None} if method == "sid-exact" else {}
+    name = "rqkmeans" if method == "rqkmeans" else "rqkmeans-constrained"
+    out = work / f"{method}_{n}"
+    t0 = time.perf_counter()
+    q = build_sids(name, embeddings(work / f"emb_{n}.npy", n), None, out, LEVELS, CODEBOOK, threads=1, **params)
+    seconds = time.perf_counter() - t0
+    if method == "sid":
+        from sidrec.sid import load_sids
+
+        np.save(work / f"codes_{n}.npy", load_sids(out)[0])
+    target = n / CODEBOOK
+    balance = [{"min": lv["min_size"], "max": lv["max_size"], "used": lv["used"],
+                "max_dev": 1.0 if lv["used"] < CODEBOOK else  # an unused code: a cluster of size 0
+                round(max(lv["max_size"] - target, target - lv["min_size"]) / target, 4)}
+               for lv in q["before"]["per_level"]]
+    return {"seconds": seconds, "fit_encode_seconds": q["seconds"], "balance": balance,
+            "collision_groups_before": q["before"]["collision_groups"],
+            "collision_groups_after": q["after"]["collision_groups"], "recon_error": q["recon_error"],
+            "sampled": name == "rqkmeans-constrained" and method == "sid" and n > FIT_SAMPLE}
+
+
+def _codes(work: Path, n: int) -> np.ndarray:
+    path = work / f"codes_{n}.npy"
+    if path.exists():
+        return np.load(path)
+    rng = np.random.default_rng(0)  # distinct random SIDs when the sid stage was not run
+    flat = rng.choice(CODEBOOK ** LEVELS, n, replace=False)
+    return np.stack([flat // CODEBOOK ** (LEVELS - 1 - l) % CODEBOOK for l in range(LEVELS)], 1)
+
+
+def _trie(codes: np.ndarray):
+    from sidrec.decode import SidTrie
+
+    return SidTrie.build(codes, [np.arange(CODEBOOK) + 10 + l * CODEBOOK for l in range(LEVELS)])
+
+
+def run_trie(work: Path, n: int) -> dict:
+    import sidrec.decode  # noqa: F401 - torch's import is not the trie's cost
+
+    codes = _codes(work, n)
+    t0 = time.perf_counter()
+    trie = _trie(codes)
+    seconds = time.perf_counter() - t0
+    tables = sum(t.numel() * t.element_size() for t in (*trie.allowed, *trie.child))
+    return {"seconds": seconds, "table_mb": round(tables / 2**20, 1), "sids": trie.num_sids,
+            "nodes": [int(a.shape[0]) for a in trie.allowed]}
+
+
+def run_beam(work: Path, n: int, rows: int = 64, batch: int = 8, beams: int = 20) -> dict:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sidrec.decode import constrained_beam_search
+
+    torch.manual_seed(0)
+    trie = _trie(_codes(work, n))
+    cfg = Qwen2Config(vocab_size=10 + LEVELS * CODEBOOK, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = Qwen2ForCausalLM(cfg).eval()
+    prompts = torch.randint(10, cfg.vocab_size, (rows, 30))
+    valid = {tuple(s) for s in trie.sids.tolist()}
+    t0 = time.perf_counter()
+    ok = total = 0
+    for a in range(0, rows, batch):
+        ids = prompts[a:a + batch]
+        res = constrained_beam_search(model, ids, torch.ones_like(ids), trie, beams)
+        got = res.sid_index[res.sid_index >= 0]
+        ok += sum(tuple(trie.sids[s].tolist()) in valid for s in got.tolist())
+        total += res.sid_index.size
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows_per_s": round(rows / seconds, 1), "valid": round(ok / total, 4)}
+
+
+def run_amazon(work: Path, n: int) -> dict:
+    from sidrec.data.amazon18 import preprocess_amazon18
+
+    reviews, meta = amazon_files(work / f"amazon_{n}", n)
+    t0 = time.perf_counter()
+    ds = preprocess_amazon18("Synthetic", work / f"amazon_{n}" / "out", reviews=reviews, meta=meta, progress=False)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows_per_s": round(n / seconds), "items": len(ds.items),
+            "file_mb": round(reviews.stat().st_size / 2**20, 1)}
+
+
+def run_interactions(work: Path, n: int) -> dict:
+    from sidrec.data.interactions import import_interactions
+
+    inter, items = interaction_files(work / f"inter_{n}", n)
+    t0 = time.perf_counter()
+    ds = import_interactions(inter, items, work / f"inter_{n}" / "out")
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows_per_s": round(n / seconds), "items": len(ds.items)}
+
+
+def prepare(work: Path, stage: str, n: int) -> None:
+    """Generate a stage's input (not timed)."""
+    if stage in ("sid", "sid-exact", "rqkmeans"):
+        embeddings(work / f"emb_{n}.npy", n)
+    elif stage == "amazon":
+        amazon_files(work / f"amazon_{n}", n)
+    elif stage == "interactions":
+        interaction_files(work / f"inter_{n}", n)
+
+
+def worker(stage: str, n: int, work: Path, mode: str) -> None:
+    if mode == "prepare":
+        prepare(work, stage, n)
+        return
+    fn = {"trie": run_trie, "beam": run_beam, "amazon": run_amazon, "interactions": run_interactions}.get(stage)
+    out = fn(work, n) if fn else run_sid(work, n, stage)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def measure(stage: str, n: int, work: Path, timeout: float) -> dict:
+    """Run one stage in a child process; its result, wall seconds, peak RSS (MiB) and the load around it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    base = [sys.executable, __file__, "--worker", stage, "--size", str(n), "--work", str(work)]
+    subprocess.run([*base, "--mode", "prepare"], env=env, check=True)
+    load0, t0 = load_avg(), time.time()
+    log = work / f"log_{stage}_{n}.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([*base, "--mode", "run"], env=env, stdout=f, stderr=subprocess.STDOUT)
+        while True:  # os.wait4, not Popen.wait: it returns this child's own resource usage (peak RSS)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() - t0 > timeout:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    row = {"stage": stage, "size": n, "wall_s": round(time.time() - t0, 2), "load_before": load0,
+           "load_after": load_avg(), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    out = log.read_text()
+    lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode == 0 and lines:
+        row.update(json.loads(lines[-1][7:]))
+        row["ok"] = True
+    else:
+        row["ok"] = False
+        row["error"] = "timeout" if proc.returncode in (-9, 137) else (out.strip().splitlines() or ["?"])[-1][:300]
+    return row
+
+
+def figure(row: dict) -> str:
+    if not row["ok"]:
+        return f"not finished: {row['error']}"
+    s = row["stage"]
+    if s in ("sid", "sid-exact", "rqkmeans"):
+        dev = "/".join(f"{b['max_dev']:.1%}" for b in row["balance"])
+        return (f"max size deviation from n/K per level {dev}; collision groups {row['collision_groups_before']}→"
+                f"{row['collision_groups_after']}" + ("; sample-fit" if row.get("sampled") else ""))
+    if s == "trie":
+        return f"{row['sids']} SIDs, tables {row['table_mb']} MiB"
+    if s == "beam":
+        return f"{row['rows_per_s']} rows/s, valid {row['valid']:.0%}"
+    return f"{row['rows_per_s']:,} rows/s, {row['items']} items kept"
+
+
+def extrapolate(rows: list[dict], stage: str, target: int) -> dict | None:
+    """Power law through the two largest finished sizes of `stage`: (seconds, peak RSS MiB) at `target`."""
+    pts = sorted((r["size"], r["seconds"], r["peak_rss_mb"]) for r in rows if r["stage"] == stage and r["ok"])
+    if len(pts) < 2:
+        return None
+    (n1, t1, m1), (n2, t2, m2) = pts[-2:]
+    b = np.log(t2 / t1) / np.log(n2 / n1)
+    bm = np.log(max(m2, 1) / max(m1, 1)) / np.log(n2 / n1)
+    return {"stage": stage, "size": target, "seconds": round(t2 * (target / n2) ** b, 1), "exponent": round(b, 2),
+            "peak_rss_mb": round(m2 * (target / n2) ** bm), "from_sizes": [n1, n2]}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        pts = sorted((r["size"], r["seconds"], r["peak_rss_mb"]) for r in rows if r["stage"] == stage and r["ok"])
+        if pts:
+            n, t, m = zip(*pts)
+            a1.plot(n, t, "o-", label=stage)
+            a2.plot(n, m, "o-", label=stage)
+    for ax, what in ((a1, "seconds"), (a2, "peak RSS (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("items (sid, trie, beam) or interactions (amazon, interactions)")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+    a1.legend(fontsize=8)
+    fig.suptitle("sidrec: cost against size (1 thread)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(rows: list[dict], out: Path, args) -> str:
+    """Write out.json, out.md and out.png; returns the markdown table."""
+    extra = [e for e in (extrapolate(rows, s, 100_000_000) for s in LOG_STAGES) if e]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.with_suffix(".json"), {"machine": machine(), "command": " ".join(["python bench/scale.py",
+               *sys.argv[1:]]), "quick": args.quick, "rows": rows, "extrapolated": extra})
+    lines = ["| stage | size | seconds | peak RSS (MiB) | load (1 min) | figure |", "|---|---:|---:|---:|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["stage"], r["size"])):
+        secs = f"{r['seconds']:.1f}" if r["ok"] else f">{r['wall_s']:.0f}"
+        lines.append(f"| {r['stage']} | {r['size']:,} | {secs} | {r['peak_rss_mb']:,} | {r['load_before']}–"
+                     f"{r['load_after']} | {figure(r)} |")
+    for e in extra:
+        lines.append(f"| {e['stage']} | {e['size']:,} | ~{e['seconds']:,.0f} (extrapolated) | ~{e['peak_rss_mb']:,} "
+                     f"(extrapolated) | – | not run: power law n^{e['exponent']} through {e['from_sizes']} |")
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    plot(rows, out.with_suffix(".png"))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--items", default=None, help="comma-separated catalogue sizes (default 10^4,10^5,10^6)")
+    ap.add_argument("--interactions", default=None, help="comma-separated log sizes (default 10^6,10^7)")
+    ap.add_argument("--exact-items", default="10000,20000,50000", help="sizes for sid-exact (it is O(n K) per step)")
+    ap.add_argument("--stages", default=",".join(ITEM_STAGES + LOG_STAGES))
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per measurement before it counts as failed")
+    ap.add_argument("--work", default=str(OUT / "scale_data"), help="where generated inputs are cached")
+    ap.add_argument("--out", default=str(OUT / "scale"), help="output stem: .json, .md, .png")
+    ap.add_argument("--append", action="store_true", help="add to the rows already in the output JSON")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="run", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        worker(args.worker, args.size, work, args.mode)
+        return 0
+
+    sizes = lambda s: [int(float(x)) for x in s.split(",")]  # noqa: E731 - accepts 1e6
+    items = sizes(args.items or ("10000" if args.quick else "10000,100000,1000000"))
+    logs = sizes(args.interactions or ("100000" if args.quick else "1000000,10000000"))
+    exact = [] if args.quick else sizes(args.exact_items)
+    stages = args.stages.split(",")
+    if args.quick:
+        stages = [s for s in stages if s not in ("sid-exact", "rqkmeans")]
+    plan = [(s, n) for s in stages if s in ITEM_STAGES for n in (exact if s == "sid-exact" else items)]
+    plan += [(s, n) for s in stages if s in LOG_STAGES for n in logs]
+    out = Path(args.out)
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"] if args.append and \
+        out.with_suffix(".json").exists() else []
+    table = ""
+    for stage, n in plan:
+        row = measure(stage, n, work, args.timeout)
+        rows = [r for r in rows if (r["stage"], r["size"]) != (stage, n)] + [row]
+        print(f"{stage:>12} {n:>10,}: {row['wall_s']:>8.1f} s, {row['peak_rss_mb']:>6} MiB, load "
+              f"{row['load_before']}->{row['load_after']}; {figure(row)}", flush=True)
+        table = report(rows, out, args)  # after every measurement: a long run interrupted keeps what it measured
+    print(table)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
