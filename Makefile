@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # the whole workflow on the best measured CPU recipe (configs/cpu.yaml): data, embeddings, SIDs, SFT, a 3-seed SASRec
-# scorer, RL with the tilted loss, evaluation of the SFT and RL models, bad-case analysis. Not yet timed as one run;
-# the per-stage times in configs/cpu.yaml's header (2 cores) add up to ~1.5 h. Re-running skips finished stages.
+# scorer, RL with the tilted loss, evaluation of the SFT and RL models, hybrid re-ranking, bad-case analysis; about
+# an hour on 2 cores (docs/benchmarks.md, "make demo"). Re-running skips finished stages. SEED=N trains SFT and RL
+# with seed N (e.g. `make demo SEED=2 OUT=runs/demo-s2`; the SIDs and the scorer stay the same).
+SEED ?=
 demo: $(STAMP)
-	$(BIN)/sidrec pipeline --config configs/cpu.yaml $(if $(DATA),--data $(DATA)) --out $(OUT)
+	$(BIN)/sidrec pipeline --config configs/cpu.yaml $(if $(DATA),--data $(DATA)) --out $(OUT) \
+		$(if $(SEED),--set sft.seed=$(SEED) --set rl.seed=$(SEED))
 
 # every stage, scorer and RL included, on tiny settings (first contact; not a result): ~2 min on 2 cores
 smoke: $(STAMP)

@@ -85,6 +85,13 @@ def scale_figures(r: dict) -> str:
                      if x["ok"] else f"{x['stage']} {x['size']:,}: {figure(x)}" for x in r["rows"])
 
 
+def gpu_figures(r: dict) -> str:
+    s, e, rl = r["sft"], r["eval"], r["rl"]
+    peak = "–" if s["peak_memory_gib"] is None else f"{s['peak_memory_gib']:.1f} GiB"
+    return (f"{r['device']}: SFT {s['tokens_per_s']:.0f} tokens/s, peak {peak}; eval beam {e['beams']} "
+            f"{e['rows_per_s']:.1f} rows/s; RL {rl['seconds_per_step']:.2f} s/step")
+
+
 # name, script, its JSON under bench/out, figures, which trained models it takes (None: data only)
 BENCHES = [
     ("sid_methods", "sid_methods.py", "sid_methods.json", sid_figures, None),
@@ -95,7 +102,16 @@ BENCHES = [
     ("ab_replay", "ab_replay.py", "ab_replay.json", ab_figures, "ab"),
     ("rl_step", "rl_step.py", "rl_step.json", rl_figures, "sft"),
     ("scale", "scale.py", "scale.json", scale_figures, None),
+    ("gpu", "gpu.py", "gpu.json", gpu_figures, None),
 ]
+NEEDS_CUDA = {"gpu"}  # skipped, with a row that says so, on a machine without a CUDA device
+NO_QUICK = {"gpu"}  # one size only (~5 minutes on one GPU)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def model_args(kind: str | None, quick: bool) -> list[str]:
@@ -134,9 +150,14 @@ def main() -> int:
     for name, script, out_json, figures, kind in BENCHES:
         if name not in names:
             continue
-        cmd = [sys.executable, str(ROOT / "bench" / script), *(["--quick"] if args.quick else []),
-               *model_args(kind, args.quick)]
+        cmd = [sys.executable, str(ROOT / "bench" / script), *(["--quick"] if args.quick and name not in NO_QUICK
+                                                                else []), *model_args(kind, args.quick)]
         shown = " ".join(["python", f"bench/{script}", *cmd[2:]]).replace(str(ROOT) + "/", "")
+        if name in NEEDS_CUDA and not cuda_available():
+            results.append({"name": name, "command": shown, "seconds": 0.0, "rc": 0,
+                            "figures": "skipped: no CUDA device on this machine"})
+            print(f"[{name}] skipped: no CUDA device on this machine", flush=True)
+            continue
         print(f"[{name}] {shown}", flush=True)
         t0 = time.time()
         with open(logs / f"{name}.log", "w") as log:

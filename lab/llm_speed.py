@@ -1,12 +1,13 @@
-"""SFT step speed of the LLM path on the CPU, and what the full-vocabulary head costs.
+"""SFT step speed of the LLM path on the CPU, what the full-vocabulary head costs, and what sft.loss="sid" saves.
 
 Models: (a) configs/cpu.yaml's sft.small (hidden 128, 4 layers, vocabulary 2,000 + 768 SID tokens); (b) the same
-body with Qwen2.5's 151,936-row vocabulary. One step = forward, backward and AdamW on (batch x seq) random tokens,
-SDPA attention, fp32, one thread. For each model:
-- `step`: the HF step, loss over the full vocabulary at every position;
+body with Qwen2.5's 151,936-row vocabulary. Each row is a seqrec example's shape: a prompt whose labels are -100 and
+a response of 3 SID tokens + EOS. One step = forward, backward and AdamW, SDPA attention, fp32, one thread. For each
+model:
+- `step`: the HF step (sft.loss="full"): full-vocabulary logits at every position, loss on the response;
 - `head`: the output projection + log-softmax cross-entropy alone (forward + backward from fixed hidden states);
-- `sid_step`: the same step with the loss restricted to the 768 SID rows (+ EOS) of the tied head (targets drawn
-  among them), a throwaway probe of what a SID-only head would save (not an option of the product).
+- `sid_step`: the same step with sft.loss="sid" (`sidrec.train.sft.sid_restricted_loss`, the product's code): the
+  response scored over the 768 SID rows + EOS of the tied head.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python lab/llm_speed.py [--batch 8 --seq 96 --steps 5]
 """
@@ -20,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from sidrec.train.sft import sid_restricted_loss
+
 SID_TOKENS = 3 * 256
+RESPONSE = 4  # 3 SID tokens + EOS
 BODY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=384, tie_word_embeddings=True, attn_implementation="sdpa", max_position_embeddings=512)
 
@@ -39,19 +43,22 @@ def measure(vocab, batch, seq, steps):
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, **BODY))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, vocab, (batch, seq))
     sid_rows = torch.arange(vocab - SID_TOKENS - 1, vocab)  # the SID tokens and one EOS at the vocabulary's end
-    sid_labels = torch.randint(0, len(sid_rows), (batch, seq))
+    ids = torch.randint(0, vocab - SID_TOKENS - 1, (batch, seq))
+    ids[:, -RESPONSE:] = sid_rows[torch.randint(0, len(sid_rows), (batch, RESPONSE))]
+    labels = torch.full_like(ids, -100)
+    labels[:, -RESPONSE:] = ids[:, -RESPONSE:]
+    inputs = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
+              "sid_target": torch.ones(batch, dtype=torch.bool)}
 
     def step():
-        model(input_ids=ids, labels=ids).loss.backward()
+        model(input_ids=ids, labels=labels).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def sid_step():
-        hidden = model.model(input_ids=ids).last_hidden_state
-        logits = hidden @ model.lm_head.weight[sid_rows].T
-        F.cross_entropy(logits.view(-1, len(sid_rows)), sid_labels.view(-1)).backward()
+        total, count = sid_restricted_loss(model, inputs, sid_rows)
+        (total / count).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

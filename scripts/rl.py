@@ -6,7 +6,8 @@
         --reward_type ranking --num_generations 16 --eval_step 0.1 [--category C] [--data DIR] [--output_dir DIR]
 
 Flag -> setting: --train_batch_size -> rl.micro_batch_size (completions per forward/backward, MiniOneRec's
-per-device batch) and, times --gradient_accumulation_steps, rl.train_batch_size (completions per optimiser step);
+per-device batch) and, times --gradient_accumulation_steps and the processes (WORLD_SIZE, set by torchrun or
+accelerate launch), rl.train_batch_size (completions per optimiser step, over all processes);
 --num_train_epochs -> rl.epochs; --sample_train/--sample_size -> rl.sample_train/rl.sample_size; --num_generations
 -> rl.num_generations (the group); --eval_step -> rl.eval_step; --learning_rate, --beta, --seed, --report_to ->
 rl.<same>; --beam_search False -> rl.rollout=sample; --add_gt -> rl.add_target; --reward_type -> rl.rewards:
@@ -23,6 +24,7 @@ own RL defaults, the tilted recipe, need a SASRec scorer: --config configs/rl-ti
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from _common import REPO, die, exec_sidrec, full_category, model_dir, note, run_label, str2bool
@@ -112,8 +114,10 @@ def build_command(args, extra: list[str]) -> list[str]:
 
     sets: list[str] = []
     if args.train_batch_size is not None:
+        # MiniOneRec's batch is per process; rl.train_batch_size is the global one (over all processes)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         sets += [f"rl.micro_batch_size={args.train_batch_size}",
-                 f"rl.train_batch_size={args.train_batch_size * args.gradient_accumulation_steps}"]
+                 f"rl.train_batch_size={args.train_batch_size * args.gradient_accumulation_steps * world}"]
     elif args.gradient_accumulation_steps != 1:
         die("--gradient_accumulation_steps needs --train_batch_size")
     simple = {"num_train_epochs": "epochs", "sample_train": "sample_train", "sample_size": "sample_size",

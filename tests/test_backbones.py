@@ -170,9 +170,9 @@ def test_beam_search_over_the_full_vocabulary_equals_exhaustive_ranking(qwen_run
 
 
 def sft_config(base: Path, **kw) -> SftConfig:
-    return SftConfig(base_model=str(base), tasks={"seqrec": 1.0}, epochs=0.25, batch_size=8, micro_batch_size=8,
-                     eval_steps=1000, early_stopping_patience=None, cutoff_len=96, max_valid_rows=4,
-                     learning_rate=1e-2, seed=0, **kw)
+    settings = dict(tasks={"seqrec": 1.0}, epochs=0.25, batch_size=8, micro_batch_size=8, eval_steps=1000,
+                    early_stopping_patience=None, cutoff_len=96, max_valid_rows=4, learning_rate=1e-2, seed=0)
+    return SftConfig(base_model=str(base), **{**settings, **kw})
 
 
 def test_lora_and_frozen_sft_on_qwen25_folder(assets):
@@ -318,3 +318,33 @@ def test_rl_bad_settings_fail_before_training(assets, qwen_run, tmp_path):
     assert "rl.cutoff_len=40000 is longer than the model's max_position_embeddings=32768" in rl(cutoff_len=40000)
     if not __import__("importlib").util.find_spec("swanlab"):
         assert "`pip install swanlab`, or set rl.report_to=none" in rl(report_to="swanlab")
+
+
+@pytest.mark.parametrize("backbone, lora", [("qwen", None), ("qwen", {"r": 4, "alpha": 8}), ("llama", None)])
+def test_sid_loss_on_llm_folders_equals_the_models_own_loss_over_all_rows(assets, backbone, lora):
+    """sft.loss="sid" reads the head through PEFT and an untied head alike: with every row it is the model's loss,
+    and a short run with the SID rows trains and saves."""
+    from sidrec.data import Dataset
+    from sidrec.tasks.builders import build_examples
+    from sidrec.train.sft import PadCollator, prepare_model, sid_loss_rows, sid_restricted_loss, tokenize_examples
+
+    cfg = sft_config(assets[backbone], lora=lora, loss="sid", tasks={"seqrec": 1.0, "sid2title": 1.0})
+    dataset = Dataset.load(assets["data"])
+    codes, _ = load_sids(assets["sids"])
+    tokenizer, model = prepare_model(cfg, dataset, codes)
+    rows = sid_loss_rows(tokenizer, codes)
+    assert len(rows) == sum(len(l) for l in level_tokens(codes)) + 1 and tokenizer.eos_token_id in rows
+    examples = build_examples(dataset, codes, "train", cfg.tasks, seed=0)
+    examples = [e for e in examples if e["task"] == "seqrec"][:3] + [e for e in examples if e["task"] == "sid2title"][:3]
+    batch = PadCollator(tokenizer.pad_token_id)(tokenize_examples(examples, tokenizer, codes, 96, set(rows)))
+    assert batch["sid_target"].any() and not batch["sid_target"].all()  # seqrec rows and title rows
+    total, count = sid_restricted_loss(model, batch, torch.arange(len(tokenizer)))
+    own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    torch.testing.assert_close(total / count, own, rtol=1e-4, atol=1e-5)
+    restricted, _ = sid_restricted_loss(model, batch, torch.tensor(rows))
+    assert restricted < total
+
+    out = run_sft(cfg, assets["data"], assets["sids"], assets["root"] / f"sid_loss_{backbone}_{bool(lora)}")
+    log = json.loads((out.parent / "train_log.json").read_text())
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    AutoModelForCausalLM.from_pretrained(out)

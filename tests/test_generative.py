@@ -102,6 +102,8 @@ def test_eval_bad_inputs(trained, tmp_path):
         evaluate_generative(tmp_path / "nope", data, sids, tmp_path / "e")
     with pytest.raises(SidrecError, match="larger than the catalogue"):
         evaluate_generative(model_dir, data, sids, tmp_path / "e", beams=13)
+    with pytest.raises(SidrecError, match=r"eval.cutoff_len=100000 is longer than the model's max_position_embeddings"):
+        evaluate_generative(model_dir, data, sids, tmp_path / "e", cutoff_len=100000)
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"0": ["<a_0>", "<b_0>", "<c_0>"]}))
     with pytest.raises(SidrecError, match="cover 1 items but the dataset has 12"):

@@ -145,3 +145,38 @@ def test_cli_serve_with_a_rerank_folder(toy, fused, monkeypatch):
     want = fused.recommend([history], k=4)[0]
     assert [(i["item_id"], i["fused_score"]) for i in items] == [(x.item_id, pytest.approx(x.fused_score)) for x in want]
     assert health["info"]["variants"]["A"]["rerank"]["weight"] == 1.5
+
+
+def test_page_shows_the_fused_score_beside_the_models(toy, plain, fused):
+    from test_serve import CHROMIUM, LiveServer
+
+    from sidrec.serve.app import ServeSettings, create_app
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine: `apt-get install -y chromium` (Debian) to run the page test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    api = create_app({"A": fused, "B": plain}, shares=[1.0, 0.0], settings=ServeSettings())
+    with LiveServer(api) as server, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.fill("#search", "number 3")
+            sync_api.expect(page.locator("#results li")).to_have_count(1)
+            page.click("#results li button.add")
+            sync_api.expect(page.locator("#history li")).to_have_count(1)
+            page.fill("#k", "5")
+            page.click("#recommend")
+            fused_col = page.locator('.variant[data-variant="A"] li .score')
+            sync_api.expect(fused_col).to_have_count(5)
+            import httpx
+
+            history = page.locator("#history li").evaluate_all("els => els.map(e => +e.dataset.itemId)")
+            assert history == [3]
+            want = httpx.post(server.url + "/compare", json={"history": history, "k": 5}).json()["variants"]
+            assert fused_col.all_inner_texts() == [f"{x['fused_score']:.3f} (model {x['score']:.3f})"
+                                                   for x in want["A"]]
+            plain_col = page.locator('.variant[data-variant="B"] li .score')
+            assert plain_col.all_inner_texts() == [f"{x['score']:.3f}" for x in want["B"]]
+        finally:
+            browser.close()

@@ -54,7 +54,7 @@ def test_default_settings_without_a_scorer_fail_in_one_line_naming_rl_scorer(tmp
     ({"extend_prompts": 0, "scorer": "s"}, "suffix_prompts"),
     ({"add_target": True, "scorer": "s"}, "add_target"),
     ({"beta": 0.0, "scorer": "s"}, "tilted needs beta > 0"),
-    ({"train_batch_size": 96, "scorer": "s"}, "multiple of num_generations"),
+    ({"train_batch_size": 96, "scorer": "s"}, "must be a multiple of micro_batch_size=256 x 1 processes"),
 ])
 def test_bad_combinations_fail_before_loading(kw, match):
     with pytest.raises(SidrecError, match=match):

@@ -356,6 +356,10 @@ def test_rl_reward_types_and_guide_flags_map_onto_rl_settings(work, stub):
     assert sets(only_command(p)) == ["rl.micro_batch_size=64", "rl.train_batch_size=128", "rl.add_target=true",
                                      "rl.rollout=sample"]
     assert "--temperature ignored" in p.stderr and "--dapo ignored" in p.stderr
+    # under torchrun / accelerate launch the per-process batch is multiplied by the processes, as MiniOneRec's is
+    p = run("rl.py", *base, "--train_batch_size", "64", "--gradient_accumulation_steps", "2", cwd=work, sidrec=stub,
+            env={"WORLD_SIZE": "4"})
+    assert sets(only_command(p)) == ["rl.micro_batch_size=64", "rl.train_batch_size=512"]
     p = run("rl.py", *base, "--reward_type", "semantic", cwd=work, sidrec=stub, ok=False)
     assert p.returncode != 0 and "invalid choice" in p.stderr
 

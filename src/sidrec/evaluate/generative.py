@@ -20,6 +20,7 @@ from sidrec.decode.inference import load_for_inference
 from sidrec.decode.inference import build_trie, load_model_for_inference, rank_histories  # noqa: F401 (for bench/)
 from sidrec.errors import SidrecError
 from sidrec.evaluate.harness import MAX_PREDICTIONS, write_evaluation
+from sidrec.model.backbone import check_context_length
 from sidrec.tasks.template import sid_text
 
 
@@ -44,6 +45,7 @@ def evaluate_generative(model_dir: str | Path, data_dir: str | Path, sids: str |
     bound = load_for_inference(model_dir, sids, data_dir, backend=backend, dtype=dtype, device=device,
                                allow_mismatch=allow_mismatch)
     dataset, codes, trie = bound.dataset, bound.codes, bound.trie
+    check_context_length(bound.model, cutoff_len, "eval.cutoff_len")
     if beams > trie.num_sids:
         raise SidrecError(f"--beams {beams} is larger than the catalogue's {trie.num_sids} distinct SIDs")
     df = dataset.splits[split]

@@ -91,7 +91,7 @@ def check_special_tokens(tokenizer, name: str) -> None:
 
 def check_context_length(model, cutoff_len: int, field: str) -> None:
     """Error before training when `cutoff_len` tokens do not fit the model's position embeddings."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if limit is not None and cutoff_len > limit:
         raise SidrecError(f"{field}={cutoff_len} is longer than the model's max_position_embeddings={limit}; set "
                           f"{field} to at most {limit}")

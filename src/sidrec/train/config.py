@@ -115,6 +115,11 @@ class SftConfig(StageConfig):
     lora: LoraSettings | None = None  # None: full fine-tuning; else train LoRA adapters only
     group_by_length: bool = True  # batch examples of similar length together: less padding
     freeze_llm: bool = False  # train only the SID token rows of the input and output embeddings
+    # "full": every target scored over the whole vocabulary (MiniOneRec's); "sid": a target that is a SID response
+    # (seqrec, title2sid) is scored over the SID tokens and EOS only, the other tasks' text over the whole
+    # vocabulary. Decoding is trie-constrained to SIDs, so "sid" drops the full-vocabulary head from most of a
+    # step, the bulk of it for a 151k-token LLM (docs/benchmarks.md, SFT)
+    loss: Literal["full", "sid"] = "full"
     # stop after this many evaluations without a lower valid loss, keeping the best checkpoint (None or 0: never)
     early_stopping_patience: int | None = Field(2, ge=0)
     eval_steps: float = Field(0.5, gt=0)  # < 1: fraction of an epoch between valid-loss evaluations; >= 1: steps

@@ -33,7 +33,10 @@ def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[
                           short_history=cfg.augment.short_history, drop_old_fraction=cfg.augment.drop_old_fraction)
 
 
-def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff_len: int) -> list[dict]:
+def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff_len: int,
+                      sid_rows: set[int] | None = None) -> list[dict]:
+    """Prompt + response token ids, and labels (-100 over the prompt). With `sid_rows` (sft.loss="sid"), each example
+    also says whether its response is made of those rows alone (`sid_target`), for `sid_restricted_loss`."""
     eos = tokenizer.eos_token_id
     out = []
     for ex in examples:
@@ -46,7 +49,63 @@ def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff
         if len(p) + len(response) > cutoff_len:
             p = p[: max(0, cutoff_len - len(response))]  # alignment prompts only: a long title is cut at the end
         out.append({"input_ids": p + response, "labels": [-100] * len(p) + response})
+        if sid_rows is not None:
+            out[-1]["sid_target"] = all(t in sid_rows for t in response)
     return out
+
+
+def sid_loss_rows(tokenizer, codes: np.ndarray) -> list[int]:
+    """The vocabulary rows sft.loss="sid" scores a SID response over: every SID token, and EOS."""
+    sid_tokens = [t for level in level_tokens(codes) for t in level]
+    return sorted(set(tokenizer.convert_tokens_to_ids(sid_tokens)) | {tokenizer.eos_token_id})
+
+
+def sid_restricted_loss(model, inputs: dict, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(summed cross-entropy, number of target tokens) of a batch, where an example whose response is SID tokens
+    (`inputs["sid_target"]`) is scored over the vocabulary `rows` only and any other over the whole vocabulary.
+
+    The output projection over a 151,936-token vocabulary is ~95% of an SFT step (docs/benchmarks.md, SFT), and a
+    SID response only ever competes with other SIDs at decoding time (the trie forbids the rest). The model runs
+    through its own forward (so DDP/DeepSpeed wrappers see the call), asked for full-vocabulary logits only at the
+    free-text targets (`logits_to_keep` as a boolean mask); the final hidden states of the SID targets are read
+    from the decoder's output and projected on `rows` of the head. With `rows` = the whole vocabulary this equals
+    the model's own loss.
+    """
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    counted = targets != -100
+    sid = inputs["sid_target"].bool()[:, None]
+    restricted, free = counted & sid, counted & ~sid
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = free  # position t predicts label t+1
+    base = unwrap_model(model)
+    hidden = {}
+
+    def keep_last_hidden(_module, _args, output):  # returns None: the output goes on unchanged
+        hidden["last"] = output[0]
+
+    hook = base.get_decoder().register_forward_hook(keep_last_hidden)
+    try:
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=keep)
+    finally:
+        hook.remove()
+    total = F.cross_entropy(out.logits.float(), targets[free], reduction="sum")
+    if restricted.any():
+        weight = base.get_output_embeddings().weight
+        logits = hidden["last"][:, :-1][restricted] @ weight[rows].T
+        column = torch.full((weight.shape[0],), -1, dtype=torch.long, device=rows.device)  # vocabulary id -> row
+        column[rows] = torch.arange(len(rows), device=rows.device)
+        total = total + F.cross_entropy(logits.float(), column[targets[restricted]], reduction="sum")
+    return total, int(counted.sum())
+
+
+def unwrap_model(model):
+    """The model under DDP/DeepSpeed wrappers (their `.module`)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
 
 
 def seeded_trainer_class():
@@ -69,6 +128,23 @@ def seeded_trainer_class():
             self.generator = torch.Generator().manual_seed(self.seed + int(epoch))
 
     class SeededTrainer(Trainer):
+        sid_rows: torch.Tensor | None = None  # set for sft.loss="sid": the rows `sid_restricted_loss` scores over
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.sid_rows is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            total, count = sid_restricted_loss(model, inputs, self.sid_rows.to(inputs["labels"].device))
+            # normalised as HF normalises its own causal-LM loss: by the target tokens of the whole accumulated
+            # (and, across processes, gathered) batch when the Trainer counts them, else by this batch's
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            if num_items_in_batch is None:
+                loss = total / max(count, 1)
+            else:
+                loss = total / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes
+            return (loss, {"loss": loss}) if return_outputs else loss
+
         def _get_train_sampler(self, train_dataset=None):
             if self.args.train_sampling_strategy != "group_by_length":
                 return super()._get_train_sampler(train_dataset)
@@ -97,7 +173,10 @@ class PadCollator:
             ids[i, :n] = torch.tensor(b["input_ids"])
             labels[i, :n] = torch.tensor(b["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if "sid_target" in batch[0]:
+            out["sid_target"] = torch.tensor([b["sid_target"] for b in batch])
+        return out
 
 
 def _freeze_all_but_sid_rows(model, sid_ids: list[int]) -> None:
@@ -191,12 +270,13 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
 
     if examples is None:
         examples = train_examples(cfg, dataset, codes)
-    train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len)
+    rows = sid_loss_rows(tokenizer, codes) if cfg.loss == "sid" else None
+    train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len, set(rows) if rows else None)
     valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
     if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
         pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)
         valid_examples = [valid_examples[i] for i in sorted(pick)]
-    valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len)
+    valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len, set(rows) if rows else None)
 
     args = training_arguments(cfg, out, len(train))
     callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
@@ -205,6 +285,8 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     SeededTrainer = seeded_trainer_class()
     trainer = SeededTrainer(model=model, args=args, data_collator=PadCollator(tokenizer.pad_token_id), train_dataset=train,
                       eval_dataset=valid, processing_class=tokenizer, callbacks=callbacks)
+    if rows:
+        trainer.sid_rows = torch.tensor(rows)
     log_progress(trainer)
     last = train_resuming(trainer, "sft")  # from the newest whole checkpoint; a full disk is a one-line error
     if not trainer.is_world_process_zero():  # under accelerate launch one process saves the run

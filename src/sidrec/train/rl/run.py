@@ -33,9 +33,6 @@ def check_settings(cfg: RlConfig) -> None:
         raise SidrecError("add_target applies to prompts: rows; after_train prompts have no target")
     if cfg.loss == "tilted" and cfg.beta <= 0:
         raise SidrecError("rl.loss: tilted needs beta > 0: the group's target is pi_ref * exp(advantage / beta)")
-    if cfg.train_batch_size % cfg.num_generations or cfg.train_batch_size % cfg.micro_batch_size:
-        raise SidrecError(f"train_batch_size={cfg.train_batch_size} must be a multiple of num_generations="
-                          f"{cfg.num_generations} and of micro_batch_size={cfg.micro_batch_size}")
     accumulation_steps(cfg.train_batch_size, cfg.micro_batch_size, ("train_batch_size", "micro_batch_size"),
                        group=cfg.num_generations)  # under accelerate launch: each process's share, whole groups
 
