@@ -18,7 +18,7 @@ from sidrec.data.canonical import Dataset
 from sidrec.io import file_sha256, write_json, write_manifest
 from sidrec.model.backbone import build_small_model, check_context_length, load_llm
 from sidrec.model.binding import write_binding
-from sidrec.model.tokenizer import build_data_tokenizer
+from sidrec.model.tokenizer import build_data_tokenizer, sid_token_ids
 from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, encode_prompt, level_tokens
 from sidrec.train.checkpoints import train_resuming
@@ -56,8 +56,8 @@ def tokenize_examples(examples: list[dict], tokenizer, codes: np.ndarray, cutoff
 
 def sid_loss_rows(tokenizer, codes: np.ndarray) -> list[int]:
     """The vocabulary rows sft.loss="sid" scores a SID response over: every SID token, and EOS."""
-    sid_tokens = [t for level in level_tokens(codes) for t in level]
-    return sorted(set(tokenizer.convert_tokens_to_ids(sid_tokens)) | {tokenizer.eos_token_id})
+    return sorted({i for level in sid_token_ids(tokenizer, level_tokens(codes)) for i in level}
+                  | {tokenizer.eos_token_id})
 
 
 def sid_restricted_loss(model, inputs: dict, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -72,6 +72,7 @@ def sid_restricted_loss(model, inputs: dict, rows: torch.Tensor) -> tuple[torch.
     the model's own loss.
     """
     import torch.nn.functional as F
+    from accelerate.utils import extract_model_from_parallel
 
     labels = inputs["labels"]
     targets = labels[:, 1:]
@@ -80,7 +81,7 @@ def sid_restricted_loss(model, inputs: dict, rows: torch.Tensor) -> tuple[torch.
     restricted, free = counted & sid, counted & ~sid
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = free  # position t predicts label t+1
-    base = unwrap_model(model)
+    base = extract_model_from_parallel(model)  # under DDP/DeepSpeed wrappers, what Accelerator.unwrap_model gives
     hidden = {}
 
     def keep_last_hidden(_module, _args, output):  # returns None: the output goes on unchanged
@@ -99,13 +100,6 @@ def sid_restricted_loss(model, inputs: dict, rows: torch.Tensor) -> tuple[torch.
         column[rows] = torch.arange(len(rows), device=rows.device)
         total = total + F.cross_entropy(logits.float(), column[targets[restricted]], reduction="sum")
     return total, int(counted.sum())
-
-
-def unwrap_model(model):
-    """The model under DDP/DeepSpeed wrappers (their `.module`)."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def seeded_trainer_class():
@@ -271,12 +265,13 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     if examples is None:
         examples = train_examples(cfg, dataset, codes)
     rows = sid_loss_rows(tokenizer, codes) if cfg.loss == "sid" else None
-    train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len, set(rows) if rows else None)
+    sid_rows = set(rows) if rows else None
+    train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len, sid_rows)
     valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
     if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
         pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)
         valid_examples = [valid_examples[i] for i in sorted(pick)]
-    valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len, set(rows) if rows else None)
+    valid = tokenize_examples(valid_examples, tokenizer, codes, cfg.cutoff_len, sid_rows)
 
     args = training_arguments(cfg, out, len(train))
     callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
