@@ -26,3 +26,18 @@ def test_item_sids_are_made_on_demand():
     assert len(sids) == 3 and not sids.cache
     assert sids[1] == sid_text([4, 5, 6]) == "<a_4><b_5><c_6>" and sids[2] == sids[0] != sids[1]
     assert sorted(sids.cache) == [0, 1, 2]
+
+
+def test_scale_bench_eval_stage_on_a_small_catalogue(tmp_path, monkeypatch):
+    """bench/scale.py's eval stage: the product's evaluation over a generated catalogue, timed by phase."""
+    import json
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import scale
+
+    row = scale.run_eval(tmp_path, 300)
+    assert row["rows"] == 128 and row["valid"] == 1.0 and row["rows_per_s"] > 0
+    assert row["load_s"] > 0 and row["rank_s"] > 0
+    preds = [json.loads(line) for line in (tmp_path / "catalogue_300" / "eval" / "predictions.jsonl").open()]
+    assert len(preds) == 128 and all(len(p["predictions"]) == 50 and 0 <= min(p["predictions"]) for p in preds)
