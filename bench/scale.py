@@ -10,25 +10,25 @@ Stages, each run in its own process with one thread (peak RSS = that process's r
   sid          balanced RQ-KMeans as `sid build` runs it (exact up to `fit_sample` items, sample-fit above):
                seconds, peak RSS, per-level cluster sizes vs n/K, collisions before/after reassignment
   sid-exact    the same with fit_sample=None (the exact method at every size)
-  rqkmeans     plain RQ-KMeans, for comparison
+  rqkmeans     plain RQ-KMeans (sample-fit above its `fit_sample` too), for comparison
   trie         SidTrie.build on the `sid` stage's SIDs: seconds, table bytes, peak RSS
   beam         constrained beam search (a tiny untrained Qwen2, batch 8, beam 20) on that trie: rows/s, validity
   eval         `evaluate_generative` (the `sidrec eval` path: load and check dataset, SIDs and model, build the trie,
                beam 50 over 128 test rows, beams to items, metrics, predictions.jsonl) with a tiny untrained Qwen2
                over a generated catalogue of n titled items: rows/s without the one-off load, and each phase's seconds
   serve        `sidrec serve` (1 model thread, micro-batches of 32) on that catalogue and model, driven as
-               bench/serve_load.py drives it but open-loop at 20 requests/s (600 requests, 16 connections): p50/p99
-               latency, startup seconds, the server's peak RSS
+               bench/serve_load.py drives it but open-loop at 20 requests/s (--serve-requests 600, --quick 200;
+               16 connections): p50/p99 latency, startup seconds, the server's peak RSS (VmHWM)
   amazon       `preprocess_amazon18` on N generated reviews: seconds, reviews/s, peak RSS
   interactions `import_interactions` on the same log as Parquet: seconds, rows/s, peak RSS
 
-    python bench/scale.py --quick                       # 10^4 items, 10^5 interactions: about 3 minutes
+    python bench/scale.py --quick                       # 10^4 items, 10^5 interactions: under 2 minutes
     python bench/scale.py                               # 10^4..10^6 items, 10^6 and 10^7 interactions (~60 min)
     python bench/scale.py --stages sid --items 1000000  # one measurement
     python bench/scale.py --stages eval,serve --catalogue-items 3686,1000000  # eval and serve, as in the docs
 
 eval and serve run at --catalogue-items (default 3,686, the size of the real Industrial_and_Scientific catalogue,
-and 10^6); the other item stages at --items.
+and 10^6; --quick: 10^4 like the other item stages); the other item stages at --items.
 
 Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log cost against size).
 10^8 interactions are not run: the table extrapolates them from the measured curve (a power law through the two
@@ -356,20 +356,21 @@ def prepare(work: Path, stage: str, n: int) -> None:
         interaction_files(work / f"inter_{n}", n)
 
 
-def worker(stage: str, n: int, work: Path, mode: str) -> None:
+def worker(stage: str, n: int, work: Path, mode: str, serve_requests: int | None = None) -> None:
     if mode == "prepare":
         prepare(work, stage, n)
         return
     fn = {"trie": run_trie, "beam": run_beam, "eval": run_eval, "serve": run_serve, "amazon": run_amazon,
           "interactions": run_interactions}.get(stage)
-    out = fn(work, n) if fn else run_sid(work, n, stage)
+    out = (run_serve(work, n, serve_requests or 600) if stage == "serve" else fn(work, n)) if fn else run_sid(work, n, stage)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure(stage: str, n: int, work: Path, timeout: float) -> dict:
+def measure(stage: str, n: int, work: Path, timeout: float, serve_requests: int = 600) -> dict:
     """Run one stage in a child process; its result, wall seconds, peak RSS (MiB) and the load around it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    base = [sys.executable, __file__, "--worker", stage, "--size", str(n), "--work", str(work)]
+    base = [sys.executable, __file__, "--worker", stage, "--size", str(n), "--work", str(work), "--serve-requests",
+            str(serve_requests)]
     subprocess.run([*base, "--mode", "prepare"], env=env, check=True)
     load0, t0 = load_avg(), time.time()
     log = work / f"log_{stage}_{n}.txt"
@@ -482,6 +483,7 @@ def main() -> int:
     ap.add_argument("--interactions", default=None, help="comma-separated log sizes (default 10^6,10^7)")
     ap.add_argument("--exact-items", default="10000,20000,50000", help="sizes for sid-exact (it is O(n K) per step)")
     ap.add_argument("--catalogue-items", default="3686,1000000", help="sizes for eval and serve")
+    ap.add_argument("--serve-requests", type=int, default=None, help="requests at 20/s per serve row (600; quick 200)")
     ap.add_argument("--stages", default=",".join(ITEM_STAGES + LOG_STAGES))
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per measurement before it counts as failed")
     ap.add_argument("--work", default=str(OUT / "scale_data"), help="where generated inputs are cached")
@@ -494,7 +496,7 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        worker(args.worker, args.size, work, args.mode)
+        worker(args.worker, args.size, work, args.mode, args.serve_requests)
         return 0
 
     sizes = lambda s: [int(float(x)) for x in s.split(",")]  # noqa: E731 - accepts 1e6
@@ -513,7 +515,7 @@ def main() -> int:
         out.with_suffix(".json").exists() else []
     table = ""
     for stage, n in plan:
-        row = measure(stage, n, work, args.timeout)
+        row = measure(stage, n, work, args.timeout, args.serve_requests or (200 if args.quick else 600))
         rows = [r for r in rows if (r["stage"], r["size"]) != (stage, n)] + [row]
         print(f"{stage:>12} {n:>10,}: {row['wall_s']:>8.1f} s, {row['peak_rss_mb']:>6} MiB, load "
               f"{row['load_before']}->{row['load_after']}; {figure(row)}", flush=True)
