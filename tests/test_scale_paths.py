@@ -41,3 +41,38 @@ def test_scale_bench_eval_stage_on_a_small_catalogue(tmp_path, monkeypatch):
     assert row["load_s"] > 0 and row["rank_s"] > 0
     preds = [json.loads(line) for line in (tmp_path / "catalogue_300" / "eval" / "predictions.jsonl").open()]
     assert len(preds) == 128 and all(len(p["predictions"]) == 50 and 0 <= min(p["predictions"]) for p in preds)
+
+
+def _trie_reference(codes, sizes):
+    """The trie by dictionaries, item by item: distinct SIDs and prefixes numbered in order of first appearance."""
+    index, items_of = {}, []
+    for item, row in enumerate(map(tuple, codes.tolist())):
+        j = index.setdefault(row, len(index))
+        if j == len(items_of):
+            items_of.append([])
+        items_of[j].append(item)
+    sids, allowed, child, nodes = list(index), [], [], {(): 0}
+    for l, k in enumerate(sizes):
+        nxt, a, c = {}, np.zeros((len(nodes), k), bool), np.full((len(nodes), k), -1)
+        for s, sid in enumerate(sids):
+            a[nodes[sid[:l]], sid[l]] = True
+            c[nodes[sid[:l]], sid[l]] = s if l == len(sizes) - 1 else nxt.setdefault(sid[: l + 1], len(nxt))
+        allowed.append(a)
+        child.append(c)
+        nodes = nxt
+    return np.array(sids), items_of, allowed, child
+
+
+def test_trie_built_in_numpy_is_the_item_by_item_trie():
+    from sidrec.decode import SidTrie
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        sizes = rng.integers(1, 6, int(rng.integers(1, 5)))
+        n = int(rng.integers(1, 60))  # few codes per level: many shared prefixes and collided SIDs
+        codes = np.stack([rng.integers(0, k, n) for k in sizes], 1)
+        trie = SidTrie.build(codes, [list(range(k)) for k in sizes])
+        sids, items_of, allowed, child = _trie_reference(codes, sizes)
+        assert (trie.sids == sids).all() and trie.items_of_sid == items_of
+        for got, want in zip(trie.allowed + trie.child, allowed + child):
+            assert (got.numpy() == want).all()
