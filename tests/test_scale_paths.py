@@ -76,3 +76,28 @@ def test_trie_built_in_numpy_is_the_item_by_item_trie():
         assert (trie.sids == sids).all() and trie.items_of_sid == items_of
         for got, want in zip(trie.allowed + trie.child, allowed + child):
             assert (got.numpy() == want).all()
+
+
+def test_serve_freezes_what_it_loaded_before_serving(tmp_path, monkeypatch):
+    """A catalogue of 10^6 items is millions of Python objects: each full GC pass over them stalled requests by
+    ~0.4 s (p99 337 ms against 26 at 3,686 items); `sidrec serve` moves them out of the collector's reach."""
+    import gc
+
+    from test_faults_serve import FakeRecommender
+    from typer.testing import CliRunner
+
+    import sidrec.cli.serve  # noqa: F401
+    import sidrec.serve.app as serve_app
+    from sidrec.cli import app as cli
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    events = []
+    monkeypatch.setattr(serve_app, "load_variants", lambda specs, data, **kw: events.append("load") or
+                        {name: FakeRecommender() for name, _, _ in specs})
+    monkeypatch.setattr(gc, "freeze", lambda: events.append("freeze"))
+    monkeypatch.setattr("uvicorn.run", lambda *a, **kw: events.append("serve"))
+    res = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "model"), "--sids", str(tmp_path), "--data",
+                                   str(tmp_path), "--no-log"])
+    assert res.exit_code == 0, res.output
+    assert events == ["load", "freeze", "serve"]
