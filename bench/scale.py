@@ -362,7 +362,10 @@ def worker(stage: str, n: int, work: Path, mode: str, serve_requests: int | None
         return
     fn = {"trie": run_trie, "beam": run_beam, "eval": run_eval, "serve": run_serve, "amazon": run_amazon,
           "interactions": run_interactions}.get(stage)
-    out = (run_serve(work, n, serve_requests or 600) if stage == "serve" else fn(work, n)) if fn else run_sid(work, n, stage)
+    if stage == "serve":
+        out = run_serve(work, n, serve_requests or 600)
+    else:
+        out = fn(work, n) if fn else run_sid(work, n, stage)
     print("RESULT " + json.dumps(out), flush=True)
 
 

@@ -82,3 +82,11 @@ def test_greedy_match_in_rounds_is_the_pair_by_pair_greedy(seed):
     got = _greedy_match(D, free)
     assert (got == _greedy_reference(D, free)).all()
     assert len(set(got.tolist())) == m and free[got].all()
+
+
+def test_memory_error_names_this_methods_fit_sample(monkeypatch):
+    import sidrec.sid.base as base
+
+    monkeypatch.setattr(base, "available_memory", lambda: 2**20)
+    with pytest.raises(SidrecError, match=r"lower sid\.codebook or sid\.rqkmeans\.fit_sample$"):
+        RQKMeans(levels=3, codebook=32).fit(clustered(5000))

@@ -187,9 +187,9 @@ class SIDEstimator:
                               f"sid.collision dedup-level")
         need, free = self.memory_estimate(n, d) + loading, available_memory()
         if free is not None and need > free:
+            sample = f" or sid.{self.method.replace('-', '_')}.fit_sample" if hasattr(self, "fit_sample") else ""
             raise SidrecError(f"{n} items x {d} dims need about {_gib(need)} for {self.method} but only {_gib(free)} "
-                              f"is available; free memory, use a machine with more, or lower sid.codebook"
-                              + (f" or sid.{self.method.replace('-', '_')}.fit_sample" if hasattr(self, "fit_sample") else ""))
+                              f"is available; free memory, use a machine with more, or lower sid.codebook{sample}")
 
     def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "codebooks_"):
