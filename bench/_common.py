@@ -157,8 +157,12 @@ class Server:
 
 
 async def fire(url: str, bodies: list[dict], concurrency: int, timeout: float = 120.0,
-               phase_limit: float = 1800.0) -> dict:
-    """POST every body to url/recommend with `concurrency` workers; latencies (s), statuses, responses, wall time."""
+               phase_limit: float = 1800.0, rate: float | None = None) -> dict:
+    """POST every body to url/recommend with `concurrency` workers; latencies (s), statuses, responses, wall time.
+
+    `rate` (requests/s): request i is sent no earlier than i/rate s after the start (an open-loop schedule, as long
+    as `concurrency` workers keep up), and its latency counts from that scheduled time, so a server that falls
+    behind is charged for the queue it builds."""
     import httpx
 
     latencies = [float("nan")] * len(bodies)
@@ -172,6 +176,9 @@ async def fire(url: str, bodies: list[dict], concurrency: int, timeout: float = 
         while next_i < len(bodies) and time.perf_counter() < t_end:
             i, next_i = next_i, next_i + 1
             t0 = time.perf_counter()
+            if rate:
+                t0 = start + i / rate
+                await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
             try:
                 res = await client.post("/recommend", json=bodies[i])
                 statuses[i] = res.status_code
@@ -182,7 +189,7 @@ async def fire(url: str, bodies: list[dict], concurrency: int, timeout: float = 
             latencies[i] = time.perf_counter() - t0
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    t0 = time.perf_counter()
+    t0 = start = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     return {"latencies": latencies, "statuses": statuses, "responses": responses, "wall": time.perf_counter() - t0}

@@ -10,15 +10,25 @@ Stages, each run in its own process with one thread (peak RSS = that process's r
   sid          balanced RQ-KMeans as `sid build` runs it (exact up to `fit_sample` items, sample-fit above):
                seconds, peak RSS, per-level cluster sizes vs n/K, collisions before/after reassignment
   sid-exact    the same with fit_sample=None (the exact method at every size)
-  rqkmeans     plain RQ-KMeans, for comparison
+  rqkmeans     plain RQ-KMeans (sample-fit above its `fit_sample` too), for comparison
   trie         SidTrie.build on the `sid` stage's SIDs: seconds, table bytes, peak RSS
   beam         constrained beam search (a tiny untrained Qwen2, batch 8, beam 20) on that trie: rows/s, validity
+  eval         `evaluate_generative` (the `sidrec eval` path: load and check dataset, SIDs and model, build the trie,
+               beam 50 over 128 test rows, beams to items, metrics, predictions.jsonl) with a tiny untrained Qwen2
+               over a generated catalogue of n titled items: rows/s without the one-off load, and each phase's seconds
+  serve        `sidrec serve` (1 model thread, micro-batches of 32) on that catalogue and model, driven as
+               bench/serve_load.py drives it but open-loop at 20 requests/s (--serve-requests 600, --quick 200;
+               16 connections): p50/p99 latency, startup seconds, the server's peak RSS (VmHWM)
   amazon       `preprocess_amazon18` on N generated reviews: seconds, reviews/s, peak RSS
   interactions `import_interactions` on the same log as Parquet: seconds, rows/s, peak RSS
 
-    python bench/scale.py --quick                       # 10^4 items, 10^5 interactions: about 2 minutes
-    python bench/scale.py                               # 10^4..10^6 items, 10^6 and 10^7 interactions (~40 min)
+    python bench/scale.py --quick                       # 10^4 items, 10^5 interactions: under 2 minutes
+    python bench/scale.py                               # 10^4..10^6 items, 10^6 and 10^7 interactions (~60 min)
     python bench/scale.py --stages sid --items 1000000  # one measurement
+    python bench/scale.py --stages eval,serve --catalogue-items 3686,1000000  # eval and serve, as in the docs
+
+eval and serve run at --catalogue-items (default 3,686, the size of the real Industrial_and_Scientific catalogue,
+and 10^6; --quick: 10^4 like the other item stages); the other item stages at --items.
 
 Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log cost against size).
 10^8 interactions are not run: the table extrapolates them from the measured curve (a power law through the two
@@ -41,7 +51,7 @@ import numpy as np
 from _common import OUT, load_avg, machine
 from sidrec.io import write_json, write_text
 
-ITEM_STAGES = ("sid", "sid-exact", "rqkmeans", "trie", "beam")
+ITEM_STAGES = ("sid", "sid-exact", "rqkmeans", "trie", "beam", "eval", "serve")
 LOG_STAGES = ("amazon", "interactions")
 DIM, CODEBOOK, LEVELS = 384, 256, 3
 WORDS = np.array("steel bolt adapter sensor digital meter kit pack industrial lab grade heavy duty compact precision "
@@ -209,6 +219,110 @@ def run_beam(work: Path, n: int, rows: int = 64, batch: int = 8, beams: int = 20
     return {"seconds": seconds, "rows_per_s": round(rows / seconds, 1), "valid": round(ok / total, 4)}
 
 
+def catalogue(work: Path, n: int, rows: int = 128, seed: int = 0) -> tuple[Path, Path, Path]:
+    """A product run over n items, as `sidrec eval` and `sidrec serve` read it: a canonical dataset (n titled items,
+    `rows` test rows of 10 random items each), its SIDs (the `sid` stage's, else random distinct ones) and a tiny
+    untrained Qwen2 with every SID token, bound to both. Same model and rows at every n: only the catalogue grows."""
+    import pandas as pd
+
+    from sidrec.data import Dataset
+    from sidrec.data.sid_index import token, write_index
+    from sidrec.model.backbone import build_small_model
+    from sidrec.model.binding import write_binding
+    from sidrec.model.tokenizer import build_data_tokenizer
+    from sidrec.train.config import SmallModelConfig
+
+    root = work / f"catalogue_{n}"
+    data, sids, model = root / "data", root / "sid", root / "model"
+    if (model / "sidrec_binding.json").exists():
+        return data, sids, model
+    rng = np.random.default_rng(seed)
+    items = pd.DataFrame({"item_id": np.arange(n), "title": _text(rng, 6, 16, n)})
+    split = lambda m, t0: pd.DataFrame({"user": np.arange(m), "history": list(rng.integers(0, n, (m, 10))),  # noqa
+                                        "target": rng.integers(0, n, m), "timestamp": t0 + np.arange(m)})
+    Dataset.from_frames(items, {"train": split(rows, 0), "valid": split(8, rows), "test": split(rows, rows + 8)},
+                        meta={"name": f"scale-{n}"}).save(data)
+    codes = _codes(work, n)
+    sids.mkdir(parents=True, exist_ok=True)
+    write_index(sids / "index.json", codes)
+    tokenizer = build_data_tokenizer(_text(np.random.default_rng(seed), 6, 16, 2000),
+                                     [token(l, c) for l in range(LEVELS) for c in range(CODEBOOK)], vocab_size=300)
+    cfg = SmallModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                           vocab_size=300, dropout=0.0)
+    build_small_model(tokenizer, cfg, seed=seed).save_pretrained(model, safe_serialization=True)
+    tokenizer.save_pretrained(model)
+    write_binding(model, codes, sids, data)
+    return data, sids, model
+
+
+def run_eval(work: Path, n: int, beams: int = 50, batch: int = 32) -> dict:
+    """`evaluate_generative` as `sidrec eval` runs it, timed by phase: loading (dataset, SIDs, binding, model, trie),
+    ranking the rows (constrained beam search), and the rest (beams to items, metrics, predictions.jsonl)."""
+    import sidrec.evaluate.generative as gen
+    from sidrec.decode.inference import InferenceModel
+
+    data, sids, model = catalogue(work, n)
+    phase = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            phase[name] = time.perf_counter() - t
+            return out
+        return wrapper
+
+    load, rank = gen.load_for_inference, InferenceModel.rank
+    gen.load_for_inference, InferenceModel.rank = timed("load", load), timed("rank", rank)
+    try:
+        t0 = time.perf_counter()
+        res = gen.evaluate_generative(model, data, sids, work / f"catalogue_{n}" / "eval", beams=beams,
+                                      batch_size=batch)
+        seconds = time.perf_counter() - t0
+    finally:
+        gen.load_for_inference, InferenceModel.rank = load, rank
+    rows = res["num_samples"]
+    after = seconds - phase["load"] - phase["rank"]
+    return {"seconds": seconds, "rows": rows, "load_s": round(phase["load"], 2), "rank_s": round(phase["rank"], 2),
+            "after_s": round(after, 2), "rows_per_s": round(rows / (phase["rank"] + after), 1),
+            "rows_per_s_with_load": round(rows / seconds, 1), "valid": res["valid_sid_rate"]}
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident memory (MiB) of a running process, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return -1
+
+
+def run_serve(work: Path, n: int, requests: int = 600, rate: float = 20.0, concurrency: int = 16) -> dict:
+    """`sidrec serve` (1 model thread, micro-batches of up to 32) under an open-loop `rate` of POST /recommend
+    (bench/_common.fire, as bench/serve_load.py drives it): startup seconds, p50/p99 latency, server peak RSS."""
+    import asyncio
+
+    from _common import Server, fire, summarize, test_bodies
+
+    data, sids, model = catalogue(work, n)
+    bodies = test_bodies(data)
+    server = Server(["--model", str(model), "--sids", str(sids), "--data", str(data), "--max-batch", "32",
+                     "--log", str(work / f"catalogue_{n}" / "impressions.sqlite")], threads=1,
+                    log_file=work / f"catalogue_{n}" / "serve.log")
+    t0 = time.perf_counter()
+    url = server.__enter__()
+    startup = time.perf_counter() - t0
+    try:
+        asyncio.run(fire(url, bodies[:32], 4))  # warm-up
+        got = asyncio.run(fire(url, [bodies[i % len(bodies)] for i in range(requests)], concurrency, rate=rate))
+        server_mb = _vm_hwm(server.proc.pid)
+    finally:
+        server.stop()
+    s = summarize(got["latencies"], got["statuses"], got["wall"])
+    return {"seconds": startup, "startup_s": round(startup, 1), "rate": rate, "requests": requests,
+            "p50_ms": round(s["p50_ms"], 1), "p99_ms": round(s["p99_ms"], 1), "errors": s["errors"],
+            "requests_per_s": round(s["requests_per_s"], 1), "server_peak_rss_mb": server_mb}
+
+
 def run_amazon(work: Path, n: int) -> dict:
     from sidrec.data.amazon18 import preprocess_amazon18
 
@@ -234,25 +348,32 @@ def prepare(work: Path, stage: str, n: int) -> None:
     """Generate a stage's input (not timed)."""
     if stage in ("sid", "sid-exact", "rqkmeans"):
         embeddings(work / f"emb_{n}.npy", n)
+    elif stage in ("eval", "serve"):
+        catalogue(work, n)
     elif stage == "amazon":
         amazon_files(work / f"amazon_{n}", n)
     elif stage == "interactions":
         interaction_files(work / f"inter_{n}", n)
 
 
-def worker(stage: str, n: int, work: Path, mode: str) -> None:
+def worker(stage: str, n: int, work: Path, mode: str, serve_requests: int | None = None) -> None:
     if mode == "prepare":
         prepare(work, stage, n)
         return
-    fn = {"trie": run_trie, "beam": run_beam, "amazon": run_amazon, "interactions": run_interactions}.get(stage)
-    out = fn(work, n) if fn else run_sid(work, n, stage)
+    fn = {"trie": run_trie, "beam": run_beam, "eval": run_eval, "serve": run_serve, "amazon": run_amazon,
+          "interactions": run_interactions}.get(stage)
+    if stage == "serve":
+        out = run_serve(work, n, serve_requests or 600)
+    else:
+        out = fn(work, n) if fn else run_sid(work, n, stage)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure(stage: str, n: int, work: Path, timeout: float) -> dict:
+def measure(stage: str, n: int, work: Path, timeout: float, serve_requests: int = 600) -> dict:
     """Run one stage in a child process; its result, wall seconds, peak RSS (MiB) and the load around it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    base = [sys.executable, __file__, "--worker", stage, "--size", str(n), "--work", str(work)]
+    base = [sys.executable, __file__, "--worker", stage, "--size", str(n), "--work", str(work), "--serve-requests",
+            str(serve_requests)]
     subprocess.run([*base, "--mode", "prepare"], env=env, check=True)
     load0, t0 = load_avg(), time.time()
     log = work / f"log_{stage}_{n}.txt"
@@ -293,6 +414,12 @@ def figure(row: dict) -> str:
         return f"{row['sids']} SIDs, tables {row['table_mb']} MiB"
     if s == "beam":
         return f"{row['rows_per_s']} rows/s, valid {row['valid']:.0%}"
+    if s == "eval":
+        return (f"{row['rows_per_s']} rows/s beam 50 ({row['rows']} rows: load {row['load_s']} s, rank "
+                f"{row['rank_s']} s, after {row['after_s']} s), valid {row['valid']:.0%}")
+    if s == "serve":
+        return (f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms at {row['rate']:g} req/s, {row['errors']} errors; "
+                f"startup {row['startup_s']} s, server peak {row['server_peak_rss_mb']:,} MiB")
     return f"{row['rows_per_s']:,} rows/s, {row['items']} items kept"
 
 
@@ -358,6 +485,8 @@ def main() -> int:
     ap.add_argument("--items", default=None, help="comma-separated catalogue sizes (default 10^4,10^5,10^6)")
     ap.add_argument("--interactions", default=None, help="comma-separated log sizes (default 10^6,10^7)")
     ap.add_argument("--exact-items", default="10000,20000,50000", help="sizes for sid-exact (it is O(n K) per step)")
+    ap.add_argument("--catalogue-items", default="3686,1000000", help="sizes for eval and serve")
+    ap.add_argument("--serve-requests", type=int, default=None, help="requests at 20/s per serve row (600; quick 200)")
     ap.add_argument("--stages", default=",".join(ITEM_STAGES + LOG_STAGES))
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per measurement before it counts as failed")
     ap.add_argument("--work", default=str(OUT / "scale_data"), help="where generated inputs are cached")
@@ -370,24 +499,26 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        worker(args.worker, args.size, work, args.mode)
+        worker(args.worker, args.size, work, args.mode, args.serve_requests)
         return 0
 
     sizes = lambda s: [int(float(x)) for x in s.split(",")]  # noqa: E731 - accepts 1e6
     items = sizes(args.items or ("10000" if args.quick else "10000,100000,1000000"))
     logs = sizes(args.interactions or ("100000" if args.quick else "1000000,10000000"))
     exact = [] if args.quick else sizes(args.exact_items)
+    product = items if args.quick else sizes(args.catalogue_items)
     stages = args.stages.split(",")
     if args.quick:
         stages = [s for s in stages if s not in ("sid-exact", "rqkmeans")]
-    plan = [(s, n) for s in stages if s in ITEM_STAGES for n in (exact if s == "sid-exact" else items)]
+    plan = [(s, n) for s in stages if s in ITEM_STAGES
+            for n in (exact if s == "sid-exact" else product if s in ("eval", "serve") else items)]
     plan += [(s, n) for s in stages if s in LOG_STAGES for n in logs]
     out = Path(args.out)
     rows = json.loads(out.with_suffix(".json").read_text())["rows"] if args.append and \
         out.with_suffix(".json").exists() else []
     table = ""
     for stage, n in plan:
-        row = measure(stage, n, work, args.timeout)
+        row = measure(stage, n, work, args.timeout, args.serve_requests or (200 if args.quick else 600))
         rows = [r for r in rows if (r["stage"], r["size"]) != (stage, n)] + [row]
         print(f"{stage:>12} {n:>10,}: {row['wall_s']:>8.1f} s, {row['peak_rss_mb']:>6} MiB, load "
               f"{row['load_before']}->{row['load_after']}; {figure(row)}", flush=True)

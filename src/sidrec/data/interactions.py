@@ -167,6 +167,7 @@ def import_interactions(
                           f"{_where(items, again[0])}); each item needs one row")
     item_df = _items(table)
     skipped = {"items_without_title": table.height - item_df.height}
+    del table  # the raw item text (its cleaned copy is item_df): not held through the rest
 
     config = {"interactions": str(interactions), "items": str(items), "user_col": user_col, "item_col": item_col,
               "time_col": time_col, "item_id_col": item_id_col, "title_col": title_col, "start": start, "end": end,
@@ -181,8 +182,14 @@ def import_interactions(
     return ds
 
 
-def _items(table: pl.DataFrame) -> pl.DataFrame:
-    """(item, title, description, brand, categories) for the rows with a non-empty cleaned title."""
+def _items(table: pl.DataFrame, chunk: int = 100_000) -> pl.DataFrame:
+    """(item, title, description, brand, categories) for the rows with a non-empty cleaned title; `chunk` rows at a
+    time, so the Python strings the cleaning goes through are one chunk's, not the whole catalogue's."""
+    parts = [_items_chunk(table.slice(a, chunk)) for a in range(0, max(table.height, 1), chunk)]
+    return pl.concat(parts)
+
+
+def _items_chunk(table: pl.DataFrame) -> pl.DataFrame:
     def text(col):
         return [clean_text(v) for v in table[col].to_list()] if col in table.columns else [""] * table.height
 

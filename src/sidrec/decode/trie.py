@@ -9,6 +9,7 @@ read off directly. Several items may share one SID (the paper's SIDs have such c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,29 +43,32 @@ class SidTrie:
             if codes[:, l].min() < 0 or codes[:, l].max() >= sizes[l]:
                 raise SidrecError(f"SID level {l} has codes outside 0..{sizes[l] - 1}")
 
-        sid_index: dict[tuple, int] = {}
-        items_of_sid: list[list[int]] = []
-        for item, row in enumerate(map(tuple, codes.tolist())):
-            j = sid_index.setdefault(row, len(sid_index))
-            if j == len(items_of_sid):
-                items_of_sid.append([])
-            items_of_sid[j].append(item)
-        sids = np.array(list(sid_index), dtype=np.int64).reshape(len(sid_index), levels)
+        # the distinct SIDs in order of first item, and each item's SID index (numpy throughout: no per-item loop)
+        item_sid, first = _first_seen_ids(codes)
+        num_sids = len(first)
+        sids = codes[first].astype(np.int64).reshape(num_sids, levels)
+        items_of_sid = [[i] for i in first.tolist()]
+        shared = np.flatnonzero(np.bincount(item_sid, minlength=num_sids)[item_sid] > 1)  # items of collided SIDs
+        for i in shared[np.argsort(item_sid[shared], kind="stable")].tolist():
+            if items_of_sid[item_sid[i]][0] != i:
+                items_of_sid[item_sid[i]].append(i)
 
-        # node ids per level: the distinct prefixes of length l, numbered in order of first appearance
+        # node ids per level: the distinct prefixes of length l, numbered in order of first appearance over `sids`
         allowed, child = [], []
-        node_of_prefix = {(): 0}
+        node, num_nodes = np.zeros(num_sids, dtype=np.int64), 1
         for l in range(levels):
-            next_nodes: dict[tuple, int] = {}
-            a = np.zeros((len(node_of_prefix), sizes[l]), dtype=bool)
-            c = np.full((len(node_of_prefix), sizes[l]), -1, dtype=np.int64)
-            for s, sid in enumerate(map(tuple, sids.tolist())):
-                node, code = node_of_prefix[sid[:l]], sid[l]
-                a[node, code] = True
-                c[node, code] = s if l == levels - 1 else next_nodes.setdefault(sid[: l + 1], len(next_nodes))
+            a = np.zeros((num_nodes, sizes[l]), dtype=bool)
+            c = np.full((num_nodes, sizes[l]), -1, dtype=np.int64)
+            a[node, sids[:, l]] = True
+            if l == levels - 1:
+                c[node, sids[:, l]] = np.arange(num_sids)
+            else:
+                next_node, heads = _first_seen_ids(sids[:, : l + 1])
+                num_nodes = len(heads)
+                c[node, sids[:, l]] = next_node
+                node = next_node
             allowed.append(torch.from_numpy(a))
             child.append(torch.from_numpy(c))
-            node_of_prefix = next_nodes
         token_ids = [torch.as_tensor(np.asarray(t), dtype=torch.long) for t in level_token_ids]
         return cls(allowed, child, token_ids, sids, items_of_sid)
 
@@ -95,3 +99,17 @@ class SidTrie:
     def to(self, device) -> "SidTrie":
         return SidTrie([a.to(device) for a in self.allowed], [c.to(device) for c in self.child],
                        [t.to(device) for t in self.level_token_ids], self.sids, self.items_of_sid)
+
+
+def _first_seen_ids(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of equal rows, numbered in order of each distinct row's first occurrence; and where each id first occurs
+    (ascending)."""
+    if rows.size and rows.min() >= 0:
+        span = [int(m) + 1 for m in rows.max(0)]
+        if math.prod(span) < 2**62:  # one int64 key per row (mixed radix): sorts far faster than rows
+            rows = rows @ np.cumprod([1, *span[:0:-1]], dtype=np.int64)[::-1]
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[order] = np.arange(len(first))
+    return rank[inverse.reshape(-1)], first[order]

@@ -24,6 +24,23 @@ from sidrec.model.backbone import check_context_length
 from sidrec.tasks.template import sid_text
 
 
+class ItemSids:
+    """Item id -> its SID string (`sid_text`), made on first use: an evaluation needs only its targets' and
+    predictions' SIDs, not all of a catalogue's (a million strings at 10^6 items)."""
+
+    def __init__(self, codes: np.ndarray):
+        self.codes, self.cache = codes, {}
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, item: int) -> str:
+        text = self.cache.get(item)
+        if text is None:
+            text = self.cache[item] = sid_text(self.codes[item].tolist())
+        return text
+
+
 def process_state():
     """accelerate's `PartialState`: this process's index and the number of processes (1 without a launcher).
 
@@ -64,11 +81,12 @@ def evaluate_generative(model_dir: str | Path, data_dir: str | Path, sids: str |
             sid_index[rows], scores[rows] = index, sc
     decode_seconds = time.time() - t0
 
-    sid_strings = [sid_text(c) for c in codes]
-    catalogue = set(sid_strings)
-    predicted = [[sid_text(trie.sids[s]) for s in row if s >= 0] for row in sid_index]
+    sid_strings = ItemSids(codes)
+    predicted = [[sid_text(trie.sids[s].tolist()) for s in row if s >= 0] for row in sid_index]
     returned = sum(len(p) for p in predicted)
-    valid = sum(s in catalogue for p in predicted for s in p)
+    # a returned SID is valid when the first item the trie files under it has that SID in the catalogue
+    valid = sum(sid_strings[trie.items_of_sid[s][0]] == p for r, row in zip(predicted, sid_index)
+                for s, p in zip(row[row >= 0].tolist(), r))
     duplicate_rows = sum(len(set(p)) != len(p) for p in predicted)
     items = BeamResult(sid_index, scores).items(trie, limit=MAX_PREDICTIONS)
     extras = [{"target_sid": sid_strings[t], "predicted_sids": p, "scores": [round(float(x), 4) for x in sc[:len(p)]]}

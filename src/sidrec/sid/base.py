@@ -37,6 +37,12 @@ def sq_dists(R: np.ndarray, C: np.ndarray) -> np.ndarray:
     return np.maximum((R * R).sum(1)[:, None] - 2.0 * R @ C.T + (C * C).sum(1)[None, :], 0.0)
 
 
+def nearest(R: np.ndarray, C: np.ndarray, chunk: int = 32768) -> np.ndarray:
+    """Index of the nearest row of C for each row of R, `sq_dists` a chunk of rows at a time (the same argmin as on
+    all rows at once, without a float64 copy of R or an (n, K) matrix)."""
+    return np.concatenate([sq_dists(R[a:a + chunk], C).argmin(1) for a in range(0, len(R), chunk)])
+
+
 def check_embeddings(X, codebook: int | None = None, what: str = "embeddings") -> np.ndarray:
     """A float32 (n, d) array with no NaN/inf and at least `codebook` rows, or a SidrecError that says what is wrong."""
     X = np.asarray(X)
@@ -138,7 +144,7 @@ class SIDEstimator:
         codes = np.empty((len(Z), self.levels), dtype=np.int64)
         R = Z.astype(np.float32, copy=True)
         for level, C in enumerate(self.codebooks_):
-            codes[:, level] = sq_dists(R, C).argmin(1)
+            codes[:, level] = nearest(R, C)
             R -= C[codes[:, level]]
         return codes
 
@@ -181,9 +187,9 @@ class SIDEstimator:
                               f"sid.collision dedup-level")
         need, free = self.memory_estimate(n, d) + loading, available_memory()
         if free is not None and need > free:
+            sample = f" or sid.{self.method.replace('-', '_')}.fit_sample" if hasattr(self, "fit_sample") else ""
             raise SidrecError(f"{n} items x {d} dims need about {_gib(need)} for {self.method} but only {_gib(free)} "
-                              f"is available; free memory, use a machine with more, or lower sid.codebook"
-                              + (" or sid.rqkmeans_constrained.fit_sample" if hasattr(self, "fit_sample") else ""))
+                              f"is available; free memory, use a machine with more, or lower sid.codebook{sample}")
 
     def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "codebooks_"):
@@ -396,19 +402,22 @@ def _members(groups: np.ndarray):
 
 
 def _greedy_match(D: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """Give each row a distinct free column, cheapest pairs first (m rows <= free columns)."""
+    """Give each row a distinct free column, cheapest pairs first (m rows <= free columns).
+
+    The greedy matching over all (row, column) pairs in order of (cost, row, column), computed in rounds: a pair that
+    is both its row's cheapest free column and its column's cheapest unmatched row comes first among the pairs that
+    could block it, so greedy takes it; each round takes all such pairs at once (at least the cheapest pair left)."""
     cols = np.flatnonzero(free)
-    sub = D[:, cols]
     out = np.full(len(D), -1)
-    used = np.zeros(len(cols), dtype=bool)
-    left = len(D)
-    for flat in np.argsort(sub, axis=None, kind="stable"):
-        i, j = divmod(int(flat), len(cols))
-        if out[i] < 0 and not used[j]:
-            out[i], used[j] = cols[j], True
-            left -= 1
-            if left == 0:
-                break
+    rows_left, cols_left = np.arange(len(D)), np.arange(len(cols))
+    sub = D[:, cols]
+    while len(rows_left):
+        S = sub[np.ix_(rows_left, cols_left)]
+        best_col = S.argmin(1)  # the first minimum: the lowest column among equal costs, as the pair order has it
+        mutual = S.argmin(0)[best_col] == np.arange(len(rows_left))  # ... and the lowest row
+        out[rows_left[mutual]] = cols[cols_left[best_col[mutual]]]
+        rows_left = rows_left[~mutual]
+        cols_left = np.delete(cols_left, best_col[mutual])
     return out
 
 

@@ -37,6 +37,8 @@ class _Params(Section):
 class RQKMeansParams(_Params):
     niter: int = Field(20, ge=1)
     nredo: int = Field(1, ge=1)
+    # above this many items: fit the codebooks on a random sample of this size, then code every item (None: all)
+    fit_sample: int | None = Field(65536, ge=2)
 
 
 class ConstrainedParams(_Params):

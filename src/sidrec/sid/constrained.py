@@ -19,11 +19,9 @@ from scipy.special import logsumexp
 
 from sidrec.errors import SidrecError
 from sidrec.sid.base import SIDEstimator, sq_dists
-from sidrec.sid.rqkmeans import kmeans
-
-# above this many items the codebooks are fitted on a sample of this size and the rest assigned in chunks (the exact
+# above FIT_SAMPLE items the codebooks are fitted on a sample of this size and the rest assigned in chunks (the exact
 # method's cost at 20k / 50k / 100k items is in docs/benchmarks.md, "Scale")
-FIT_SAMPLE = 65536
+from sidrec.sid.rqkmeans import FIT_SAMPLE, kmeans
 
 
 def sinkhorn_prices(D: np.ndarray, eps: float = 0.1, iters: int = 500, tol: float = 0.02,
