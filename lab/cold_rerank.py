@@ -144,7 +144,7 @@ def main() -> None:
                     continue
                 cmp = compare_ranks(base[split][m], r[m], METRICS)
                 res["splits"][split][g] = {"rows": int(m.sum()), **{
-                    k: {"before": round(c["a"], 4), "after": round(c["b"], 4), "diff": round(c["diff"], 4),
+                    k: {"before": round(c["a"], 5), "after": round(c["b"], 5), "diff": round(c["diff"], 5),
                         "ci95": [round(x, 4) for x in c["ci"]]} for k, c in cmp.items()}}
         out[name] = res
         print(f"== {name}: picked on valid {res['picked']}")
