@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from sidrec.data.canonical import Dataset
-from sidrec.evaluate.fusion import GRID, fuse, ranked_items, row_groups, zscores
+from sidrec.evaluate.fusion import GRID, ranked_items, row_groups, zscores
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.evaluate.stats import compare_ranks
 from sidrec.rerank import beam_logits, load_beams, load_checked_scorer

@@ -119,7 +119,8 @@ class PipelineConfig(StageConfig):
             raise ValueError("the rerank stage re-ranks with the scorer stage's ensemble: set scorer.enabled=true or "
                              "rerank.enabled=false")
         if self.rerank.cold and self.rerank.weight != "auto":
-            raise ValueError("rerank.cold picks λ and μ on valid for cold rows and the others: set rerank.weight=auto")
+            raise ValueError("rerank.cold picks λ and μ on valid for cold rows and the others: set "
+                             "rerank.weight=auto")
         if self.rerank.enabled and self.rerank.weight == "auto" and self.eval.split != "test":
             raise ValueError(f"rerank.weight=auto picks λ on valid and re-ranks the test beams, but eval.split is "
                              f"{self.eval.split!r}: set eval.split=test or a fixed rerank.weight")

@@ -152,8 +152,8 @@ def pick_weights(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Se
                  grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None,
                  prior: np.ndarray | None = None, prior_grid: Sequence[float] = (0.0,)
                  ) -> tuple[tuple[float, float], dict[tuple[float, float], dict]]:
-    """`pick_weight` over λ in `grid` and the `prior`'s weight μ in `prior_grid`: the best (λ, μ), the smallest μ and
-    then λ on ties; and every grid point's metrics."""
+    """`pick_weight` over λ in `grid` and the `prior`'s weight μ in `prior_grid`: the best (λ, μ), the smallest μ
+    and then λ on ties; and every grid point's metrics."""
     from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 
     if not len(grid) or not len(prior_grid):
@@ -188,7 +188,8 @@ def cold_rows(ds, split: str, num_rows: int) -> np.ndarray:
 
 def row_groups(ds, split: str, num_rows: int) -> dict[str, np.ndarray]:
     """Boolean masks over a split's first `num_rows` rows: all; users with / without a training row; cold rows (no
-    training row or a short history, `cold_rows`); history length buckets; the target's popularity (count among train targets) buckets."""
+    training row or a short history, `cold_rows`); history length buckets; the target's popularity (count among
+    train targets) buckets."""
     df = ds.splits[split].iloc[:num_rows]
     train_users = set(ds.splits["train"]["user"].tolist())
     has_train = df["user"].isin(train_users).to_numpy()
