@@ -38,7 +38,7 @@ from sidrec.analysis.badcase import AnalysisConfig
 from sidrec.baselines.config import SasrecConfig
 from sidrec.config import StageConfig, apply_overrides, describe_error, read_yaml, setting_error
 from sidrec.errors import SidrecError
-from sidrec.evaluate.fusion import GRID
+from sidrec.evaluate.fusion import COLD, GRID, PRIOR_GRID
 from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
 from sidrec.train.config import RlConfig, SftConfig, check_tracker
@@ -84,6 +84,10 @@ class RerankConfig(StageConfig):
     weight: Union[Literal["auto"], Lambda] = "auto"  # λ, or auto: the grid point with the best valid NDCG@10
     grid: list[Lambda] = Field(default_factory=lambda: list(GRID), min_length=1, max_length=100)
     group: int | None = Field(None, ge=1)  # re-rank only each row's first `group` beams (default: all)
+    # cold rows (no train row, or history <= 2) and the others: each their own λ and recency-prior weight μ from
+    # grid x prior_grid, picked on valid (`fusion.cold_rows`, `recency_prior`; needs weight auto)
+    cold: bool = False
+    prior_grid: list[Lambda] = Field(default_factory=lambda: list(PRIOR_GRID), min_length=1, max_length=100)
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -114,6 +118,9 @@ class PipelineConfig(StageConfig):
         if self.rerank.enabled and not self.scorer.enabled:
             raise ValueError("the rerank stage re-ranks with the scorer stage's ensemble: set scorer.enabled=true or "
                              "rerank.enabled=false")
+        if self.rerank.cold and self.rerank.weight != "auto":
+            raise ValueError("rerank.cold picks λ and μ on valid for cold rows and the others: set "
+                             "rerank.weight=auto")
         if self.rerank.enabled and self.rerank.weight == "auto" and self.eval.split != "test":
             raise ValueError(f"rerank.weight=auto picks λ on valid and re-ranks the test beams, but eval.split is "
                              f"{self.eval.split!r}: set eval.split=test or a fixed rerank.weight")
@@ -241,6 +248,10 @@ def _eval(p: Pipeline) -> dict:
     return _evaluate(p, "eval", p.output("rl" if p.cfg.rl.enabled else "sft", "model"))
 
 
+SUMMARY_GROUPS = ("user without a train row", "user with a train row", COLD, "history 1-2", "history 3-5",
+                  "history 6-10", "history 11-20", "history 21+")
+
+
 def _rerank(p: Pipeline) -> dict:
     """The final model's test beams re-ranked with the scorer stage's ensemble into RUN/rerank (a harness folder and
     gains.json); with weight auto, λ is picked on the same model's valid beams (ranked here, into valid_beams/)."""
@@ -257,7 +268,7 @@ def _rerank(p: Pipeline) -> dict:
                             beams=e.beams, batch_size=e.batch_size, cutoff_len=e.cutoff_len, dtype=e.dtype,
                             max_rows=e.max_rows)
     report = rerank_eval(test_eval, p.dataset_dir(), p.output("scorer", "runs"), out, r.weight, valid_eval=valid_eval,
-                         sids=p.output("sid", "sids"), grid=r.grid, group=r.group)
+                         sids=p.output("sid", "sids"), grid=r.grid, group=r.group, cold=r.cold, prior_grid=r.prior_grid)
     res = read_json(out / "results.json")
     valid = None if valid_eval is None else {  # the figures λ was picked on: the model's valid ranking and the fused
         "rows": report["splits"]["valid"]["num_rows"], "picked_by": report["metric"],
@@ -268,7 +279,10 @@ def _rerank(p: Pipeline) -> dict:
                   highlight=False)
     return {"eval": str(out), "model": model, "suffix": "+scorer", "split": res["split"], "rows": res["num_samples"],
             "metrics": m, "weight": report["weight"], "scorer": report["scorer"]["paths"], "valid": valid,
-            "gains": str(out / "gains.json"), "made": [str(out / MANIFEST)]}
+            "gains": str(out / "gains.json"), "cold": report["cold"], "groups": {  # HR/NDCG@10 by user kind
+                g: {split: {"rows": s["groups"][g]["rows"], **s["groups"][g]["reranked"]}
+                    for split, s in report["splits"].items() if g in s["groups"]}
+                for g in SUMMARY_GROUPS}, "made": [str(out / MANIFEST)]}
 
 
 def _analyze(p: Pipeline) -> dict:
@@ -588,6 +602,16 @@ class Pipeline:
                     f"{o['valid']['model']['HR@10']!r} NDCG@10 {o['valid']['model']['NDCG@10']!r} -> re-ranked HR@10 "
                     f"{o['valid']['reranked']['HR@10']!r} NDCG@10 {o['valid']['reranked']['NDCG@10']!r}")
                     + f"; gains per row group: {o['gains']}")
+                if o.get("cold"):
+                    c = o["cold"]
+                    lines.append(f"{n}: cold rows ({c['rows']}) λ = {c['cold']['weight']!r}, recency prior μ = "
+                                 f"{c['cold']['prior_weight']!r}; the others λ = {c['others']['weight']!r}, μ = "
+                                 f"{c['others']['prior_weight']!r} (both picked on valid)")
+                groups = {g: by for g, by in (o.get("groups") or {}).items() if by}
+                if groups:
+                    lines.append(f"{n} by row group, the final ranking (rows HR@10 NDCG@10; valid | test):")
+                    lines += [f"  {g:<40} " + " | ".join(f"{split} {v['rows']:>5} {v['HR@10']:.4f} {v['NDCG@10']:.4f}"
+                                                         for split, v in by.items()) for g, by in groups.items()]
             if "failure_rate" in o:
                 lines.append(f"bad cases ({n}): {o['failure_rate']!r} of rows miss the target in the top {o['top_k']}")
             if "report" in o:

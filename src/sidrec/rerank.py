@@ -13,8 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from sidrec.errors import SidrecError
-from sidrec.evaluate.fusion import (GRID, METRIC, beam_logits, check_weight, fuse, fused_scores, group_gains, pick_weight,
-                                    ranked_items, row_groups)
+from sidrec.evaluate.fusion import (COLD, GRID, METRIC, PRIOR_GRID, beam_logits, check_weight, cold_rows, fuse,
+                                    fused_scores, group_gains, pick_weight, pick_weights, ranked_items, recency_prior,
+                                    row_groups)
 
 
 def _model_folder(path: str | Path) -> Path:
@@ -89,11 +90,14 @@ def load_beams(eval_dir: str | Path, ds, items_of_sid: dict[str, list[int]]) -> 
 
 def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequence[str | Path], out: str | Path,
                 weight: float | str = "auto", valid_eval: str | Path | None = None, sids: str | Path | None = None,
-                grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None) -> dict:
+                grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None, cold: bool = False,
+                prior_grid: Sequence[float] = PRIOR_GRID) -> dict:
     """Re-rank the beams of a generative evaluation folder with a SASRec scorer and write the re-ranked folder to
     `out` through the harness (results.json, predictions.jsonl, manifest.json), the re-ranked valid folder to
     `out/valid` when `valid_eval` is given, and `out/gains.json`. `weight`: λ >= 0, or "auto" to pick it on
-    `valid_eval` (a `sidrec eval --split valid` folder of the same model). Returns the gains report."""
+    `valid_eval` (a `sidrec eval --split valid` folder of the same model). `cold`: cold rows (`fusion.cold_rows`) and
+    the others each get their own (λ, μ of the recency prior) picked on valid from `grid` x `prior_grid` (needs
+    "auto"); `weight` then reports the others' λ. Returns the gains report."""
     import time
 
     from sidrec.evaluate.harness import load_eval
@@ -117,6 +121,9 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
     ks = (int(metric.split("@")[1]),)
     if auto and valid_eval is None:
         raise SidrecError("--rerank-weight auto picks λ on valid: give the valid evaluation folder (--valid-eval)")
+    if cold and not auto:
+        raise SidrecError("cold re-ranking picks λ and μ on valid for cold rows and the others: use weight auto")
+    prior_grid = [check_weight(m) for m in prior_grid]
     ds = Dataset.load(data_dir)
     sids = sids or load_eval(eval_dir)[0].get("sids")
     if sids is None:
@@ -142,26 +149,52 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
                               f"{models['test']}; λ must be picked with the same model")
     for b in splits.values():
         b["logits"] = beam_logits(scorer, b["histories"], b["first"], b["users"])
+        b["weight"], b["prior"], b["prior_weight"] = weight, None, 0.0
 
-    table = None
-    if auto:
+    table, cold_info = None, None
+    if cold:
+        cold_info = {"rows": COLD, "prior": "log(1 + count of the beam's item among the last labelled interactions "
+                     "before the split)", "window": len(ds.splits["valid"])}
+        for b in splits.values():
+            b["cold"] = cold_rows(ds, b["split"], len(b["rows"]))
+            prior = recency_prior(ds, b["split"])
+            b["prior"] = np.where(b["first"] >= 0, prior[np.maximum(b["first"], 0)], 0.0)
+        v = splits["valid"]
+        for part, rows in (("cold", v["cold"]), ("others", ~v["cold"])):
+            idx = np.flatnonzero(rows) if rows.any() else np.arange(len(rows))  # no valid rows: picked on all
+            (lam, mu), t = pick_weights(v["scores"][idx], v["logits"][idx], [v["beam_items"][i] for i in idx],
+                                        [v["targets"][i] for i in idx], grid, metric, group, v["prior"][idx],
+                                        prior_grid)
+            cold_info[part] = {"weight": lam, "prior_weight": mu, "valid_rows": int(rows.sum()),
+                               f"valid_{metric}": t[lam, mu][metric]}
+        weight = cold_info["others"]["weight"]
+        for b in splits.values():
+            b["weight"] = np.where(b["cold"], cold_info["cold"]["weight"], weight)
+            b["prior_weight"] = np.where(b["cold"], cold_info["cold"]["prior_weight"],
+                                         cold_info["others"]["prior_weight"])
+    elif auto:
         v = splits["valid"]
         weight, table = pick_weight(v["scores"], v["logits"], v["beam_items"], v["targets"], grid, metric, group)
-    rerank_info = {"weight": weight, "picked_on": None if table is None else {
+        for b in splits.values():
+            b["weight"] = weight
+    rerank_info = {"weight": weight, "picked_on": None if table is None and cold_info is None else {
         "split": "valid", "eval": str(valid_eval), "metric": metric,
-        "grid": [{"weight": w, **m} for w, m in table.items()]},
+        "grid": [] if table is None else [{"weight": w, **m} for w, m in table.items()]},
         "group": group, "scorer": scorer_info, "model_eval": str(eval_dir), "valid_eval": None if valid_eval is None
-        else str(valid_eval), "formula": "beam log-likelihood + weight * z(SASRec logit within the row's beams)"}
+        else str(valid_eval), "formula": "beam log-likelihood + weight * z(SASRec logit within the row's beams)"
+        + ("; cold rows and the others: their own weight, + prior_weight * recency prior" if cold else ""),
+        "cold": cold_info}
 
     out = Path(out)
-    report = {"weight": weight, "metric": metric, "scorer": scorer_info, "splits": {}}
+    report = {"weight": weight, "metric": metric, "scorer": scorer_info, "cold": cold_info, "splits": {}}
     written = {}
     for name in ("valid", "test"):
         if name not in splits:
             continue
         b = splits[name]
-        order = fuse(b["scores"], b["logits"], weight, group)
-        fused = np.take_along_axis(fused_scores(b["scores"], b["logits"], weight, group), order, 1)
+        mix = (b["weight"], group, b["prior"], b["prior_weight"])
+        order = fuse(b["scores"], b["logits"], *mix)
+        fused = np.take_along_axis(fused_scores(b["scores"], b["logits"], *mix), order, 1)
         items = ranked_items(order, b["beam_items"])
         extras = []
         for r, row in enumerate(b["rows"]):
@@ -204,13 +237,17 @@ def format_gains(report: dict) -> list[str]:
              *([] if report["scorer"]["dataset_checked"] else
                ["note: a scorer run records no dataset fingerprint (trained before it was recorded); only its item "
                 "count was checked"]),
-             f"{'split':<6} {'rows group':<28} {'rows':>6}  {'HR@' + k:>15}  {'NDCG@' + k:>15}  {'gain [95% CI]':>24}"]
+             *([] if not report.get("cold") else
+               [f"cold rows ({report['cold']['rows']}): λ = {report['cold']['cold']['weight']:g}, recency prior μ = "
+                f"{report['cold']['cold']['prior_weight']:g}; the others: λ = {report['cold']['others']['weight']:g}, "
+                f"μ = {report['cold']['others']['prior_weight']:g}"]),
+             f"{'split':<6} {'rows group':<40} {'rows':>6}  {'HR@' + k:>15}  {'NDCG@' + k:>15}  {'gain [95% CI]':>24}"]
     for split, s in report["splits"].items():
         for name, g in s["groups"].items():
             a, b = g["model"], g["reranked"]
             gain = "n/a" if g["gain"] is None else (f"{g['gain']:+.1%} [{g['gain_ci95'][0]:+.1%}, "
                                                     f"{g['gain_ci95'][1]:+.1%}]")
-            lines.append(f"{split:<6} {name:<28} {g['rows']:>6}  {a['HR@' + k]:.4f}->{b['HR@' + k]:.4f}  "
+            lines.append(f"{split:<6} {name:<40} {g['rows']:>6}  {a['HR@' + k]:.4f}->{b['HR@' + k]:.4f}  "
                          f"{a['NDCG@' + k]:.4f}->{b['NDCG@' + k]:.4f}  {gain:>24}")
     return lines
 
@@ -218,7 +255,8 @@ def format_gains(report: dict) -> list[str]:
 def resolve_rerank(rerank: str | Path | Sequence[str | Path], weight: float | None = None) -> dict:
     """What a serving layer re-ranks with: {"paths", "weight", "group", "source"}. `rerank` is a re-ranked evaluation
     folder (`sidrec rerank --out`, RUN/rerank: its results.json records the scorer runs and λ; `weight` overrides its
-    λ), or SASRec run folder(s), which need `weight`."""
+    λ), or SASRec run folder(s), which need `weight`. A folder re-ranked with `cold` records the others' λ as its
+    weight: serving applies that to every row, without the recency prior (it knows neither)."""
     from sidrec.io import read_json
 
     folders = [Path(rerank)] if isinstance(rerank, (str, Path)) else [Path(p) for p in rerank]

@@ -56,10 +56,12 @@ def rerank_cmd(
     weight: str = typer.Option("auto", help="λ >= 0, or auto: the grid point with the best valid NDCG@10."),
     sids: Optional[Path] = typer.Option(None, help="SID folder (default: the one recorded in the evaluation)."),
     group: Optional[int] = typer.Option(None, help="Re-rank only the first N beams of each row (default: all)."),
+    cold: bool = typer.Option(False, help="Cold rows (no train row or history <= 2) and the others get their own λ "
+                                          "and recency-prior weight μ, both picked on valid."),
 ):
     """Hybrid ranking: beam log-likelihood + λ · z(SASRec logit) over each row's beams, λ picked on valid."""
     from sidrec.rerank import rerank_eval
 
     report = rerank_eval(eval_, data, scorer, out, parse_weight(weight), valid_eval=valid_eval, sids=sids,
-                         group=group)
+                         group=group, cold=cold)
     print_gains(report, out)

@@ -7,6 +7,11 @@ For each row, the first `group` beams (all by default) are re-ordered by
 (the KL-regularised optimum of GRPO with the collaborative reward, `lab/rl_fusion_bound.py`); beams below the group
 keep their order, λ = 0 is the model's own ranking. λ is picked on the VALID split (`pick_weight`), never on test.
 
+Cold rows (`cold_rows`: the user has no training row, or a history of at most `SHORT_HISTORY` items) may get their own
+λ and a recency prior, `+ μ · log(1 + count of the beam's item among the last labelled interactions before the
+split)` (`recency_prior`), with (λ, μ) picked on valid separately for the cold rows and the others (`pick_weights`);
+`lab/cold_rerank.py` measured it (docs/benchmarks.md, "Cold and short-history users").
+
 - `fuse` / `rerank_beams`: the pure re-ranking (what a serving layer calls with its `BeamResult`);
 - `pick_weight`: λ with the best valid metric on a grid;
 - `row_groups` / `group_gains`: the gain per row group.
@@ -26,6 +31,9 @@ GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 METRIC = "NDCG@10"
 HISTORY_BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, None))  # history length, inclusive
 POPULARITY_BUCKETS = ((0, 0), (1, 9), (10, 99), (100, None))  # target's count among train targets, inclusive
+PRIOR_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # μ of the recency prior (cold re-ranking)
+SHORT_HISTORY = 2  # a history of at most this many items makes a row cold
+COLD = f"user without a train row or history 1-{SHORT_HISTORY}"
 
 
 # ---------------------------------------------------------------------------------------------------- pure fusion
@@ -57,23 +65,38 @@ def group_zscores(logits: np.ndarray, keep: np.ndarray | None = None) -> np.ndar
     return np.where(keep & (std > 1e-8), (logits - mean) / np.maximum(std, 1e-8), 0.0)
 
 
-def fused_scores(scores: np.ndarray, logits: np.ndarray, weight: float, group: int | None = None) -> np.ndarray:
-    """(n, B) beam log-likelihood + λ · z(logits) over the first `group` beams; beams past the group keep their score
-    and missing beams (score -inf) stay -inf."""
+def row_weights(weight, rows: int) -> np.ndarray:
+    """(rows, 1) weights from one λ or one per row, each checked by `check_weight`."""
+    w = np.asarray(weight, dtype=object)
+    if w.ndim == 0:
+        return np.full((rows, 1), check_weight(weight))
+    if w.shape != (rows,):
+        raise SidrecError(f"{w.shape[0] if w.ndim == 1 else w.shape} per-row re-rank weights for {rows} rows")
+    return np.array([check_weight(x) for x in w.tolist()], dtype=np.float64)[:, None]
+
+
+def fused_scores(scores: np.ndarray, logits: np.ndarray, weight, group: int | None = None,
+                 prior: np.ndarray | None = None, prior_weight=0.0) -> np.ndarray:
+    """(n, B) beam log-likelihood + λ · z(logits) [+ μ · prior] over the first `group` beams; beams past the group
+    keep their score and missing beams (score -inf) stay -inf. λ and μ: one number, or one per row."""
     scores = np.asarray(scores, dtype=np.float64)
     g = scores.shape[1] if group is None else min(int(group), scores.shape[1])
     head = scores[:, :g]
     valid = np.isfinite(head)
     z = zscores(np.where(valid, np.asarray(logits, dtype=np.float64)[:, :g], 0.0), valid)
-    return np.concatenate([np.where(valid, head + check_weight(weight) * z, -np.inf), scores[:, g:]], axis=1)
+    fused = head + row_weights(weight, len(scores)) * z
+    if prior is not None:
+        fused = fused + row_weights(prior_weight, len(scores)) * np.asarray(prior, dtype=np.float64)[:, :g]
+    return np.concatenate([np.where(valid, fused, -np.inf), scores[:, g:]], axis=1)
 
 
-def fuse(scores: np.ndarray, logits: np.ndarray, weight: float, group: int | None = None) -> np.ndarray:
+def fuse(scores: np.ndarray, logits: np.ndarray, weight, group: int | None = None, prior: np.ndarray | None = None,
+         prior_weight=0.0) -> np.ndarray:
     """(n, B) beam positions in fused order: the first `group` beams sorted by `fused_scores` (ties keep the beam
     order), then the rest as they were."""
     scores = np.asarray(scores, dtype=np.float64)
     g = scores.shape[1] if group is None else min(int(group), scores.shape[1])
-    head = np.argsort(-fused_scores(scores, logits, weight, g)[:, :g], axis=1, kind="stable")
+    head = np.argsort(-fused_scores(scores, logits, weight, g, prior, prior_weight)[:, :g], axis=1, kind="stable")
     tail = np.broadcast_to(np.arange(g, scores.shape[1]), (len(scores), scores.shape[1] - g))
     return np.concatenate([head, tail], axis=1)
 
@@ -121,28 +144,58 @@ def pick_weight(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Seq
                 ) -> tuple[float, dict[float, dict]]:
     """The λ of `grid` whose fused ranking has the best `metric` (exact items, as the harness scores them) on these
     rows, the smallest λ on ties; and every grid point's metrics."""
+    (best, _), table = pick_weights(scores, logits, beam_items, targets, grid, metric, group)
+    return best, {w: m for (w, _), m in table.items()}
+
+
+def pick_weights(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Sequence[int],
+                 grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None,
+                 prior: np.ndarray | None = None, prior_grid: Sequence[float] = (0.0,)
+                 ) -> tuple[tuple[float, float], dict[tuple[float, float], dict]]:
+    """`pick_weight` over λ in `grid` and the `prior`'s weight μ in `prior_grid`: the best (λ, μ), the smallest μ
+    and then λ on ties; and every grid point's metrics."""
     from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 
-    if not len(grid):
+    if not len(grid) or not len(prior_grid):
         raise SidrecError("the re-rank weight grid is empty")
     table = {}
-    for w in sorted(check_weight(w) for w in grid):
-        ranks = target_ranks(ranked_items(fuse(scores, logits, w, group), beam_items), targets)
-        table[w] = hr_ndcg(ranks)
+    for mu in sorted(check_weight(m) for m in prior_grid):
+        for w in sorted(check_weight(w) for w in grid):
+            order = fuse(scores, logits, w, group, prior, mu)
+            table[w, mu] = hr_ndcg(target_ranks(ranked_items(order, beam_items), targets))
     if metric not in next(iter(table.values())):
         raise SidrecError(f"unknown metric {metric!r}; choose from {', '.join(next(iter(table.values())))}")
-    best = max(table, key=lambda w: (table[w][metric], -w))
+    best = max(table, key=lambda k: (table[k][metric], -k[1], -k[0]))
     return best, table
 
 
+def recency_prior(ds, split: str, window: int | None = None) -> np.ndarray:
+    """Per item, log(1 + its count among the last `window` labelled interactions before `split`): the end of train
+    for valid, train then valid for test (rows are in time order); `window` defaults to the valid split's rows."""
+    order = ("train", "valid", "test")
+    if split not in order:
+        raise SidrecError(f"no recency prior for split {split!r}; choose valid or test")
+    before = [ds.splits[s]["target"].to_numpy() for s in order[:order.index(split)]]
+    window = len(ds.splits["valid"]) if window is None else int(window)
+    recent = np.concatenate(before)[-window:] if before and window > 0 else np.zeros(0, dtype=np.int64)
+    return np.log1p(np.bincount(recent, minlength=ds.num_items)).astype(np.float64)
+
+
+def cold_rows(ds, split: str, num_rows: int) -> np.ndarray:
+    """Rows whose user has no training row or whose history has at most `SHORT_HISTORY` items."""
+    return row_groups(ds, split, num_rows)[COLD]
+
+
 def row_groups(ds, split: str, num_rows: int) -> dict[str, np.ndarray]:
-    """Boolean masks over a split's first `num_rows` rows: all; users with / without a training row; history length
-    buckets; the target's popularity (count among train targets) buckets."""
+    """Boolean masks over a split's first `num_rows` rows: all; users with / without a training row; cold rows (no
+    training row or a short history, `cold_rows`); history length buckets; the target's popularity (count among
+    train targets) buckets."""
     df = ds.splits[split].iloc[:num_rows]
     train_users = set(ds.splits["train"]["user"].tolist())
     has_train = df["user"].isin(train_users).to_numpy()
-    groups = {"all": np.ones(len(df), bool), "user with a train row": has_train, "user without a train row": ~has_train}
     length = np.array([len(h) for h in df["history"]])
+    groups = {"all": np.ones(len(df), bool), "user with a train row": has_train, "user without a train row": ~has_train,
+              COLD: ~has_train | (length <= SHORT_HISTORY)}
     pop = ds.train_target_counts()[df["target"].to_numpy()]
     for prefix, values, buckets in (("history", length, HISTORY_BUCKETS), ("target popularity", pop,
                                                                             POPULARITY_BUCKETS)):
