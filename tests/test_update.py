@@ -281,3 +281,12 @@ def test_cli_update_runs(world, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model saved to" in r.stdout and read_manifest(tmp_path / "u")["stage"] == "update"
+
+
+def test_update_learning_rate_defaults_to_the_models_own(world):
+    from sidrec.train.update import effective_config, trained_record
+
+    _, stale, _, _ = world
+    trained = trained_record(stale)
+    assert effective_config(UpdateConfig(), trained).learning_rate == 5e-3  # sft_config()'s rate
+    assert effective_config(UpdateConfig(learning_rate=1e-4), trained).learning_rate == 1e-4

@@ -239,8 +239,10 @@ class UpdateConfig(StageConfig):
     # without replay the model drifts to the new slice and forgets old items
     replay_fraction: float = Field(0.2, ge=0, le=1)
     tasks: dict[str, float] | None = None  # task weights on the new slice (as SftConfig.tasks); None: the model's
-    epochs: float = Field(2.0, gt=0)  # passes over new + replayed examples
-    learning_rate: float = Field(2e-4, gt=0)  # peak rate; below SFT's, the model only needs to move a little
+    epochs: float = Field(4.0, gt=0)  # passes over new + replayed examples (4 taught new items more than 2)
+    # peak rate; None: the one the model was trained with (its SFT's). A tenth of it barely taught the new items
+    # (docs/benchmarks.md, "Update")
+    learning_rate: float | None = Field(None, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     batch_size: int | None = Field(None, ge=1)  # None: as the model was trained
     micro_batch_size: int | None = Field(None, ge=1)  # None: as the model was trained

@@ -146,9 +146,9 @@ def check_after_training(trained: Trained, old_data: list[Dataset], new: Dataset
 
 def effective_config(cfg: UpdateConfig, trained: Trained) -> SftConfig:
     """The model's SFT settings with the update's in place, starting from the model's weights."""
-    keys = ("epochs", "learning_rate", "warmup_ratio", "early_stopping_patience", "eval_steps", "threads", "seed")
+    keys = ("epochs", "warmup_ratio", "early_stopping_patience", "eval_steps", "threads", "seed")
     over = {k: getattr(cfg, k) for k in keys}
-    over.update({k: getattr(cfg, k) for k in ("tasks", "batch_size", "micro_batch_size")
+    over.update({k: getattr(cfg, k) for k in ("tasks", "batch_size", "micro_batch_size", "learning_rate")
                  if getattr(cfg, k) is not None})
     try:
         return SftConfig.model_validate({**trained.sft, **over, "base_model": str(trained.model)})
