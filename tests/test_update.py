@@ -290,3 +290,42 @@ def test_update_learning_rate_defaults_to_the_models_own(world):
     trained = trained_record(stale)
     assert effective_config(UpdateConfig(), trained).learning_rate == 5e-3  # sft_config()'s rate
     assert effective_config(UpdateConfig(learning_rate=1e-4), trained).learning_rate == 1e-4
+
+
+PIPE = ["embed.model=minilm", "embed.max_seq_length=16", "sid.codebook=4", "sid.threads=1",
+        "sft.small={hidden_size: 64, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 128, "
+        "vocab_size: 300, dropout: 0.0}", "sft.epochs=4", "sft.batch_size=32", "sft.micro_batch_size=32",
+        "sft.learning_rate=5e-3", "sft.early_stopping_patience=null", "sft.seed=0", "scorer.enabled=false",
+        "rl.enabled=false", "rerank.enabled=false", "eval.beams=10", "update.epochs=1", "update.threads=1"]
+
+
+def test_pipeline_update_from_a_run(world, tmp_path):
+    """`--update-from RUN`: the slice through data and embed, the new item's SID assigned from RUN's codebooks, RUN's
+    model updated, then evaluated; finished stages are skipped on a re-run; a folder that is no run is refused."""
+    from sidrec.pipeline import Pipeline, load_pipeline_config, run_pipeline
+    from sidrec.sid.io import load_sids
+
+    root = world[0]
+    cfg = load_pipeline_config("configs/smoke.yaml", PIPE)
+    parent = tmp_path / "parent"
+    Pipeline(cfg, root / "old", parent).run(until="eval")
+    run = tmp_path / "updated"
+    ledger = run_pipeline(cfg, root / "new", run, update_from=parent)
+    st = ledger["stages"]
+    assert {n: e["status"] for n, e in st.items()} == {n: "done" for n in ("data", "embed", "sid", "update", "eval",
+                                                                            "analyze")}
+    assert st["eval"]["outputs"]["model"] == str(run / "update" / "model") == st["update"]["outputs"]["model"]
+    assert st["update"]["outputs"]["parent_model"] == str(parent / "sft" / "model")
+    old, _ = load_sids(parent / "sid")
+    new, _ = load_sids(run / "sid")
+    assert len(new) == 13 and (new[:12] == old).all()  # the old SIDs as they were, the new item after them
+    assert read_manifest(run / "update")["new_items"] == 1
+    again = run_pipeline(cfg, root / "new", run, update_from=parent)
+    assert set(again["last_run"].values()) == {"skipped"}
+    with pytest.raises(SidrecError, match="not a finished pipeline run"):
+        run_pipeline(cfg, root / "new", tmp_path / "x", update_from=root / "old")
+    with pytest.raises(SidrecError, match="does not combine with --update-from"):
+        run_pipeline(cfg, root / "new", tmp_path / "y", update_from=parent, iterate=1)
+    r = subprocess.run([sys.executable, "-m", "sidrec", "pipeline", "--update-from", str(root / "old"), "--data",
+                        str(root / "new"), "--out", str(tmp_path / "z")], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a finished pipeline run" in r.stderr and "Traceback" not in r.stderr

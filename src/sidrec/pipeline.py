@@ -41,7 +41,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.fusion import COLD, GRID, PRIOR_GRID
 from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
-from sidrec.train.config import RlConfig, SftConfig, check_tracker
+from sidrec.train.config import RlConfig, SftConfig, UpdateConfig, check_tracker
 
 LEDGER = "pipeline.json"
 LOCK = ".lock"
@@ -108,6 +108,7 @@ class PipelineConfig(StageConfig):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)  # `--update-from RUN` only
 
     @model_validator(mode="after")
     def _scorer_for_rl(self):
@@ -312,6 +313,39 @@ STAGES = (
     Stage("analyze", "analysis", ("data", "sid", "eval"), _analyze, help="bad-case analysis (the model's own ranking)"),
 )
 BY_NAME = {s.name: s for s in STAGES}
+
+
+# `sidrec pipeline --update-from RUN`: a later slice of data (its catalogue extends RUN's) goes through the same data
+# and embed stages, then the new items get SIDs from RUN's codebooks and RUN's final model is continued on the slice
+# (docs/update.md). Its sid and update stages' keys include RUN's, so a changed parent runs them again.
+def _assign(p: Pipeline) -> dict:
+    from sidrec.sid import assign_sids
+
+    parent = p.parent()
+    summary = assign_sids(parent["sids"], p.output("embed", "embeddings"), p.folder("sid"), data=p.dataset_dir())
+    return {"sids": str(p.folder("sid")), "parent_sids": parent["sids"], "assign": summary["assign"],
+            "made": [str(p.folder("sid") / MANIFEST)]}
+
+
+def _update(p: Pipeline) -> dict:
+    from sidrec.train.update import run_update
+
+    parent = p.parent()
+    model = run_update(p.cfg.update, parent["model"], p.dataset_dir(), p.output("sid", "sids"), p.folder("update"))
+    return {"model": str(model), "parent_model": parent["model"], "made": [str(p.folder("update") / MANIFEST)]}
+
+
+def _eval_update(p: Pipeline) -> dict:
+    return _evaluate(p, "eval", p.output("update", "model"))
+
+
+UPDATE_STAGES = (
+    STAGES[0], STAGES[1],
+    Stage("sid", None, ("data", "embed"), _assign, help="SIDs for the new items from the parent run's codebooks"),
+    Stage("update", "update", ("data", "sid"), _update, help="continue the parent run's final model on the slice"),
+    Stage("eval", "eval", ("data", "sid", "update"), _eval_update, help="evaluate the updated model"),
+    BY_NAME["analyze"],
+)
 FOLDERS = {"data": "dataset", "analyze": "analysis"}  # every other stage writes into a folder of its own name
 
 
@@ -432,8 +466,15 @@ class Pipeline:
     (change a setting, then run if needed)."""
 
     def __init__(self, cfg: PipelineConfig, data: str | Path | None, run_dir: str | Path,
-                 ask: Callable[[str, str], str] | None = None):
+                 ask: Callable[[str, str], str] | None = None, update_from: str | Path | None = None):
         self.cfg, self.data, self.run_dir, self.ask = cfg, data, Path(run_dir), ask
+        self.update_from = None if update_from is None else Path(update_from)
+        self.stages = STAGES if update_from is None else UPDATE_STAGES
+        self.by_name = {s.name: s for s in self.stages}
+        if self.update_from is not None:
+            if self.update_from.resolve() == self.run_dir.resolve():
+                raise SidrecError(f"{self.run_dir}: --out must be a new run folder, not the run being updated")
+            self.parent()  # checked before anything runs
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.run_dir / LEDGER
         self.ledger: dict = read_ledger(self.ledger_path)
@@ -459,6 +500,22 @@ class Pipeline:
     def dataset_dir(self) -> Path:
         return Path(self.output("data", "dataset"))
 
+    def parent(self) -> dict:
+        """`--update-from`: the parent run's final model (update, else RL, else SFT) and SIDs, and its key."""
+        ledger = read_ledger(self.update_from / LEDGER)
+        st = ledger.get("stages", {})
+        final = next((n for n in ("update", "rl", "sft") if st.get(n, {}).get("status") == "done"), None)
+        if final is None or st.get("sid", {}).get("status") != "done":
+            raise SidrecError(f"{self.update_from}: not a finished pipeline run (no {LEDGER} with done sid and sft "
+                              f"stages); --update-from takes the run folder of `sidrec pipeline`")
+        model, sids = st[final]["outputs"]["model"], st["sid"]["outputs"]["sids"]
+        for path in (model, sids):
+            if not Path(path).is_dir():
+                raise SidrecError(f"{path}: recorded in {self.update_from / LEDGER} but gone; cannot update from it")
+        key = config_hash({"run": str(self.update_from.resolve()), "model": st[final]["hash"],
+                           "sid": st["sid"]["hash"]})
+        return {"model": model, "sids": sids, "key": key}
+
     def data_source(self) -> Path | None:
         """The folder the data stage reads: --data, else the first default location that exists."""
         from sidrec.data.resolve import DEFAULT_CANDIDATES
@@ -472,6 +529,8 @@ class Pipeline:
         if not stage.enabled(self.cfg):
             return {"enabled": False}
         out = getattr(self.cfg, stage.section).output_settings() if stage.section else {}
+        if self.update_from is not None and stage.name in ("sid", "update"):
+            out["parent"] = self.parent()["key"]
         if stage.reads_files:
             out["content"] = self.data_key()
         return out
@@ -488,7 +547,7 @@ class Pipeline:
 
     def stage_hash(self, name: str) -> str:
         """This stage's output settings hashed with the keys of the stages it reads."""
-        stage = BY_NAME[name]
+        stage = self.by_name[name]
         return config_hash({"settings": self.settings(stage), "inputs": {i: self.stage_hash(i) for i in stage.inputs}})
 
     def is_done(self, name: str) -> bool:
@@ -501,7 +560,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------------------- run
     def run(self, start: str | None = None, until: str | None = None) -> dict:
-        names = [s.name for s in STAGES]
+        names = [s.name for s in self.stages]
         for name in (start, until):
             if name is not None and name not in names:
                 raise SidrecError(f"unknown stage '{name}'; stages: {', '.join(names)}")
@@ -540,7 +599,7 @@ class Pipeline:
                 this_run[name] = "skipped"
                 self._save()
                 continue
-            self._run_stage(BY_NAME[name])
+            self._run_stage(self.by_name[name])
             this_run[name] = self.entry(name)["status"]
         self.ledger["last_run"] = this_run
         self._save()
@@ -578,7 +637,7 @@ class Pipeline:
         lines = [f"run folder: {self.run_dir}"]
         if "dataset" in st.get("data", {}).get("outputs", {}):
             lines.append(f"data: {st['data']['outputs']['dataset']}")
-        ran = [n for n in BY_NAME if st.get(n, {}).get("status") == "done"]
+        ran = [n for n in self.by_name if st.get(n, {}).get("status") == "done"]
         done = [(n, st[n]["outputs"]) for n in ran if self.is_done(n)]
         stale = [n for n in ran if not self.is_done(n)]
         evals = [(n, o) for n, o in done if "metrics" in o]
@@ -635,7 +694,7 @@ class Pipeline:
 
 
 def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | None = None, until: str | None = None,
-                 ask=None, iterate: int = 0) -> dict:
+                 ask=None, iterate: int = 0, update_from: str | Path | None = None) -> dict:
     """The run, then `iterate` rounds of analyze -> `optimize --auto` -> retrain -> compare, judged on valid.
 
     The rounds never look at test. Each round's model (the run's own too) is evaluated on the valid split with the
@@ -658,8 +717,10 @@ def run_pipeline(cfg: PipelineConfig, data, run_dir: str | Path, start: str | No
     select = "NDCG@10"  # the valid metric that picks the round
     if iterate and until not in (None, "analyze"):
         raise SidrecError("--iterate needs the analyze stage: drop --until or set it to analyze")
+    if iterate and update_from is not None:
+        raise SidrecError("--iterate retrains from scratch each round; it does not combine with --update-from")
     run_dir = Path(run_dir)
-    ledger = Pipeline(cfg, data, run_dir, ask=ask).run(start=start, until=until)
+    ledger = Pipeline(cfg, data, run_dir, ask=ask, update_from=update_from).run(start=start, until=until)
     if not iterate:
         return ledger
 

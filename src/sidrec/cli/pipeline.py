@@ -22,13 +22,19 @@ def pipeline_cmd(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any key, e.g. --set rl.enabled=false."),
     interactive: bool = typer.Option(False, help="Ask at each stage: run / skip / rerun (/ change SID method)."),
     iterate: int = typer.Option(0, help="Then N rounds of analyze -> optimize --auto -> retrain -> compare."),
+    update_from: Optional[Path] = typer.Option(None, help="A finished run folder: --data is a later slice (`sidrec "
+                                                          "data split-time`); runs data -> embed -> sid (assign) -> "
+                                                          "update -> eval -> analyze from that run's model and SIDs, "
+                                                          "with its config.yaml unless --config is given."),
 ):
     """data -> embed -> sid -> sft -> scorer -> rl -> eval -> rerank -> analyze, cached per stage under OUT."""
-    from sidrec.pipeline import load_pipeline_config, run_pipeline
+    from sidrec.pipeline import RESOLVED, load_pipeline_config, run_pipeline
 
+    if config is None and update_from is not None and (update_from / RESOLVED).is_file():
+        config = update_from / RESOLVED  # the parent's settings: the same embedding model and evaluation
     cfg = load_pipeline_config(config, set_)
     run_pipeline(cfg, data, out, start=from_, until=until, ask=interactive_ask if interactive else None,
-                 iterate=iterate)
+                 iterate=iterate, update_from=update_from)
 
 
 def interactive_ask(stage: str, state: str) -> str:
