@@ -1,13 +1,17 @@
 """Item embeddings with sentence-transformers, cached on disk with a sidecar that says what made them.
 
 `embed_items(data, out_file)` writes `out_file` (.npy, float32, one row per item_id) and `out_file` with a `.json`
-suffix. Re-running with the same model, fields, normalisation and item texts reuses the file.
+suffix. Re-running with the same model, fields, normalisation and item texts reuses the file. A catalogue of more than
+`chunk` items is encoded `chunk` items at a time into `out_file` with a `.parts` suffix, each part written atomically,
+so an interrupted run resumes from the first missing part (parts made with other settings are discarded); the parts
+are joined into `out_file` and removed at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -99,6 +103,32 @@ def encode_texts(encoder, texts: Sequence[str], batch_size: int = 64, normalize:
     return np.asarray(emb, dtype=np.float32)
 
 
+CHUNK = 65536  # items per resumable part
+
+
+def encode_resumable(encoder, texts: Sequence[str], parts: Path, key: dict, chunk: int = CHUNK, **kw) -> np.ndarray:
+    """`encode_texts` over `chunk` texts at a time, each part saved under `parts` (with `key`, the settings that made
+    them); parts already there with the same key are loaded, not encoded again."""
+    if len(texts) <= chunk:
+        return encode_texts(encoder, texts, **kw)
+    stamp = parts / "key.json"
+    if parts.exists() and (not stamp.exists() or read_json(stamp) != key):
+        shutil.rmtree(parts)  # made with other settings or texts
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, key)
+    out, n = [], -(-len(texts) // chunk)
+    for i, a in enumerate(range(0, len(texts), chunk)):
+        part = parts / f"{i:05d}.npy"
+        if part.exists():
+            out.append(read_npy(part, hint=f"delete {parts} to encode again"))
+            continue
+        print(f"embed: part {i + 1} of {n} ({a:,}-{min(a + chunk, len(texts)) - 1:,})", flush=True)
+        out.append(encode_texts(encoder, texts[a:a + chunk], **kw))
+        with atomic_path(part) as tmp, open(tmp, "wb") as f:
+            np.save(f, out[-1])
+    return np.concatenate(out)
+
+
 def sidecar_path(out_file: str | Path) -> Path:
     return Path(out_file).with_suffix(".json")
 
@@ -114,12 +144,13 @@ def load_items(data) -> pd.DataFrame:
 
 def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str] = FIELDS, batch_size: int = 64,
                 normalize: bool = True, device=None, progress: bool = True, force: bool = False,
-                max_seq_length: int | None = None, revision: str | None = None) -> dict:
+                max_seq_length: int | None = None, revision: str | None = None, chunk: int = CHUNK) -> dict:
     """Embed every item's text into `out_file` (.npy, row i = item_id i); returns the sidecar dict.
 
     `data` is a canonical dataset folder (or its item DataFrame). Items whose chosen fields are all empty get the
     text "unknown item"; their count and ids are in the sidecar (`empty_text`). `revision`: the hub commit of a hub
     model (default: the pinned one, `PINNED_REVISIONS`); recorded in the sidecar, so another commit re-embeds.
+    `chunk`: items per resumable part (module doc).
     """
     out_file = Path(out_file)
     if out_file.suffix != ".npy":
@@ -148,7 +179,9 @@ def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str
     if max_seq_length is not None:
         encoder.max_seq_length = max_seq_length
     t_load = time.perf_counter() - t0
-    emb = encode_texts(encoder, texts, batch_size=batch_size, normalize=normalize, device=device, progress=progress)
+    parts = out_file.with_suffix(".parts")
+    emb = encode_resumable(encoder, texts, parts, {**wanted, "model_path": resolve_model(model)}, chunk,
+                           batch_size=batch_size, normalize=normalize, device=device, progress=progress)
     seconds = time.perf_counter() - t0
     if not np.isfinite(emb).all():
         raise SidrecError(f"model '{model}' produced NaN/inf embeddings (fp16 overflow?); try device=cpu")
@@ -159,4 +192,5 @@ def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str
             "device": str(device if device is not None else encoder.device), "batch_size": batch_size,
             "seconds": round(seconds, 3), "seconds_load": round(t_load, 3)}
     write_json(side, info)  # written last: a sidecar means the .npy is complete
+    shutil.rmtree(parts, ignore_errors=True)
     return {**info, "reused": False}
