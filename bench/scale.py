@@ -476,8 +476,9 @@ def plot(rows: list[dict], path: Path, extrapolated: list[dict] = ()) -> None:
         axes[1, col].yaxis.set_major_formatter(FormatStrFormatter("%g"))
         axes[1, col].yaxis.set_minor_formatter(NullFormatter())
         axes[1, col].set_xlabel(what)
-    axes[1, 0].legend(fontsize=8, loc="upper left")
-    axes[0, 1].legend(fontsize=8, loc="upper left")
+    for ax in (axes[1, 0], axes[0, 1]):
+        if ax.get_legend_handles_labels()[0]:  # a run of only item stages or only log stages leaves one side empty
+            ax.legend(fontsize=8, loc="upper left")
     if extrapolated:
         axes[0, 1].set_title("dashed, open marker: extrapolated, not run", fontsize=9)
     fig.suptitle("sidrec: cost against size (1 thread, 2-core machine shared with other jobs)")
