@@ -30,7 +30,8 @@ Stages, each run in its own process with one thread (peak RSS = that process's r
 eval and serve run at --catalogue-items (default 3,686, the size of the real Industrial_and_Scientific catalogue,
 and 10^6; --quick: 10^4 like the other item stages); the other item stages at --items.
 
-Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log cost against size).
+Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log seconds and peak RSS
+against size, one line per stage). `--plot-from scale.json --png PATH` only redraws the plot from recorded rows.
 10^8 interactions are not run: the table extrapolates them from the measured curve (a power law through the two
 largest sizes) and says so.
 """
@@ -435,29 +436,54 @@ def extrapolate(rows: list[dict], stage: str, target: int) -> dict | None:
             "peak_rss_mb": round(m2 * (target / n2) ** bm), "from_sizes": [n1, n2]}
 
 
-def plot(rows: list[dict], path: Path) -> None:
+LABELS = {"sid": "sid (balanced, default)", "sid-exact": "sid-exact (balanced, every item)",
+          "rqkmeans": "rqkmeans (plain)", "trie": "trie build", "beam": "beam search (64 rows)",
+          "eval": "eval (128 rows, with loading)", "serve": "serve (startup)",
+          "amazon": "amazon (preprocess)", "interactions": "interactions (import)"}
+
+
+def plot(rows: list[dict], path: Path, extrapolated: list[dict] = ()) -> None:
+    """Seconds and peak RSS against size, log-log, one line per stage; extrapolated sizes dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex="col")
     for stage in dict.fromkeys(r["stage"] for r in rows):
-        pts = sorted((r["size"], r["seconds"], r["peak_rss_mb"]) for r in rows if r["stage"] == stage and r["ok"])
-        if pts:
-            n, t, m = zip(*pts)
-            a1.plot(n, t, "o-", label=stage)
-            a2.plot(n, m, "o-", label=stage)
-    for ax, what in ((a1, "seconds"), (a2, "peak RSS (MiB)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("items (sid, trie, beam) or interactions (amazon, interactions)")
-        ax.set_ylabel(what)
-        ax.grid(True, which="both", alpha=0.3)
-    a1.legend(fontsize=8)
-    fig.suptitle("sidrec: cost against size (1 thread)")
+        pts = sorted((r["size"], r["seconds"], r["peak_rss_mb"] / 1024) for r in rows
+                     if r["stage"] == stage and r["ok"])
+        if not pts:
+            continue
+        col = 1 if stage in LOG_STAGES else 0
+        n, t, m = zip(*pts)
+        for ax, y in ((axes[0, col], t), (axes[1, col], m)):
+            line, = ax.plot(n, y, "o-", label=LABELS.get(stage, stage))
+            for e in extrapolated:
+                if e["stage"] == stage:
+                    y2 = e["seconds"] if ax is axes[0, col] else e["peak_rss_mb"] / 1024
+                    ax.plot([n[-1], e["size"]], [y[-1], y2], "--", color=line.get_color())
+                    ax.plot([e["size"]], [y2], "o", mfc="none", color=line.get_color())
+    for col, what in ((0, "catalogue items"), (1, "interactions (review lines / Parquet rows)")):
+        for row, ylabel in ((0, "seconds"), (1, "peak RSS (GiB)")):
+            ax = axes[row, col]
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1, col].yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axes[1, col].yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes[1, col].yaxis.set_minor_formatter(NullFormatter())
+        axes[1, col].set_xlabel(what)
+    for ax in (axes[1, 0], axes[0, 1]):
+        if ax.get_legend_handles_labels()[0]:  # a run of only item stages or only log stages leaves one side empty
+            ax.legend(fontsize=8, loc="upper left")
+    if extrapolated:
+        axes[0, 1].set_title("dashed, open marker: extrapolated, not run", fontsize=9)
+    fig.suptitle("sidrec: cost against size (1 thread, 2-core machine shared with other jobs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
 
 
 def report(rows: list[dict], out: Path, args) -> str:
@@ -475,7 +501,7 @@ def report(rows: list[dict], out: Path, args) -> str:
         lines.append(f"| {e['stage']} | {e['size']:,} | ~{e['seconds']:,.0f} (extrapolated) | ~{e['peak_rss_mb']:,} "
                      f"(extrapolated) | – | not run: power law n^{e['exponent']} through {e['from_sizes']} |")
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    plot(rows, out.with_suffix(".png"))
+    plot(rows, out.with_suffix(".png"), extra)
     return "\n".join(lines)
 
 
@@ -492,10 +518,16 @@ def main() -> int:
     ap.add_argument("--work", default=str(OUT / "scale_data"), help="where generated inputs are cached")
     ap.add_argument("--out", default=str(OUT / "scale"), help="output stem: .json, .md, .png")
     ap.add_argument("--append", action="store_true", help="add to the rows already in the output JSON")
+    ap.add_argument("--plot-from", help="only draw the plot from the rows of this scale.json (no measurement)")
+    ap.add_argument("--png", help="where --plot-from writes the plot (default: --out with .png)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="run", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plot_from:
+        saved = json.loads(Path(args.plot_from).read_text())
+        plot(saved["rows"], Path(args.png or Path(args.out).with_suffix(".png")), saved.get("extrapolated", []))
+        return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.worker:

@@ -142,24 +142,30 @@ def number(inter: pl.DataFrame) -> pl.DataFrame:
     return inter.with_columns(iid=pl.col("pos").min().over("item").rank("dense") - 1).drop("pos")
 
 
-def make_samples(inter: pl.DataFrame, max_history: int) -> pd.DataFrame:
+def make_samples(inter: pl.DataFrame, max_history: int, chunk: int = 1_000_000) -> pd.DataFrame:
     """One sample per interaction after each user's first, in stable target-timestamp order.
 
-    `inter` must come from `number` (sorted by uid, timestamp).
+    `inter` must come from `number` (sorted by uid, timestamp). polars orders the samples and gives each its
+    history's bounds in `inter` (the previous up-to-`max_history` rows of the same user); the histories become
+    Python lists (what the Dataset holds) only at the end, `chunk` samples at a time, as slices of one list of
+    shared int objects (one per item id): an int object per history element would cost 32 bytes more each.
     """
-    uid, iid, ts = (inter[c].to_numpy().astype(np.int64) for c in ("uid", "iid", "timestamp"))
-    n = len(uid)
-    first = np.r_[True, uid[1:] != uid[:-1]] if n else np.zeros(0, bool)
-    user_start = np.maximum.accumulate(np.where(first, np.arange(n), 0)) if n else np.zeros(0, np.int64)
-    target = np.flatnonzero(~first)  # in (user, time) order, so the stable sort below breaks ties by user then time
-    target = target[np.argsort(ts[target], kind="stable")]
-    begin = np.maximum(user_start[target], target - max_history)
-    return pd.DataFrame({
-        "user": uid[target],
-        "history": [iid[b:t].tolist() for b, t in zip(begin, target)],
-        "target": iid[target],
-        "timestamp": ts[target],
-    })
+    samples = (inter.lazy().with_row_index("end")
+               .with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64).over("uid"))  # place in the user's log
+               .filter(pl.col("pos") > 0)
+               .select(user=pl.col("uid").cast(pl.Int64), target=pl.col("iid").cast(pl.Int64),
+                       timestamp=pl.col("timestamp").cast(pl.Int64), end=pl.col("end").cast(pl.Int64),
+                       begin=pl.col("end").cast(pl.Int64) - pl.min_horizontal("pos", max_history))
+               .sort("timestamp", maintain_order=True)  # stable: ties stay in (user, time) order
+               .collect())
+    iid = inter["iid"].to_numpy()
+    items = np.arange(int(iid.max()) + 1 if len(iid) else 0).astype(object)[iid].tolist()  # shared ints
+    begin, end = samples["begin"].to_numpy(), samples["end"].to_numpy()
+    history = []
+    for a in range(0, len(begin), chunk):
+        history += [items[b:e] for b, e in zip(begin[a:a + chunk].tolist(), end[a:a + chunk].tolist())]
+    return pd.DataFrame({"user": samples["user"].to_numpy(), "history": history,
+                         "target": samples["target"].to_numpy(), "timestamp": samples["timestamp"].to_numpy()})
 
 
 def chrono_split(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -209,6 +215,9 @@ def build_dataset(inter: pl.DataFrame, items: pl.DataFrame, *, source: str, item
                           f"left after the time window; lower --user-k/--item-k or widen the window")
 
     inter = number(inter)
+    item_raw = inter.unique("iid").sort("iid")["item"]
+    user_raw = inter.unique("uid").sort("uid")["user"]
+    inter = inter.select("uid", "iid", "timestamp")  # the id strings are not needed past here
     samples = make_samples(inter, max_history)
     splits = chrono_split(samples)
     if any(len(df) == 0 for df in splits.values()):
@@ -216,12 +225,10 @@ def build_dataset(inter: pl.DataFrame, items: pl.DataFrame, *, source: str, item
         raise SidrecError(f"{source}: only {len(samples)} samples after filtering ({sizes}); every split of the 8:1:1 "
                           f"cut needs at least one; lower --user-k/--item-k or widen the window")
 
-    item_raw = inter.unique("iid").sort("iid")["item"]
     catalogue = pl.DataFrame({"item": item_raw}).join(items, on="item", how="left", maintain_order="left")
     items_df = catalogue.rename({"item": "asin"}).with_columns(item_id=pl.int_range(pl.len(), dtype=pl.Int64))
     items_df = items_df.to_pandas()
     items_df["categories"] = [list(c) if c is not None else [] for c in items_df["categories"]]
-    user_raw = inter.unique("uid").sort("uid")["user"]
     users = pd.DataFrame({"user": np.arange(len(user_raw), dtype=np.int64), "user_raw": user_raw.to_list()})
 
     meta = {
