@@ -49,7 +49,7 @@ def world(tmp_path, monkeypatch):
                                 num_items=N_ITEMS, info={"model": model, "sids": str(sid_dir)})
 
     class Stages:  # the pipeline's run: a "model" folder and the eval stage on test
-        def __init__(self, cfg, data, run_dir, ask=None):
+        def __init__(self, cfg, data, run_dir, ask=None, update_from=None):
             self.run_dir = run_dir
 
         def run(self, start=None, until=None):
