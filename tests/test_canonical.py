@@ -18,6 +18,7 @@ def test_round_trip(tmp_path):
     assert back.meta["num_test"] == 2 and back.meta["name"] == "tiny"
     assert read_manifest(tmp_path / "ds")["stage"] == "data"
     assert back.train_target_counts().tolist() == [0, 1, 1, 1, 0, 0]
+    pd.testing.assert_frame_equal(Dataset.load_items(tmp_path / "ds"), back.items)  # the item table alone
     assert back.user_sequences() == {0: [0, 1, 2, 4], 1: [2, 3, 5], 2: [5, 0]}
 
 
@@ -47,6 +48,8 @@ def test_unfinished_folder_is_not_taken_for_done(tmp_path):
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(SidrecError, match="not finished"):
         Dataset.load(tmp_path)
+    with pytest.raises(SidrecError, match="not finished"):
+        Dataset.load_items(tmp_path)
     with pytest.raises(SidrecError, match="does not exist"):
         Dataset.load(tmp_path / "nope")
 

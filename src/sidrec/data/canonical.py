@@ -193,22 +193,8 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path, validate: bool = True) -> "Dataset":
         folder = Path(folder)
-        check_folder(folder, "dataset folder",
-                     "make one with `sidrec data import-minionerec` or `sidrec data amazon18`")
-        if not (folder / "items.parquet").exists():
-            raise SidrecError(f"{folder}: not a sidrec dataset folder (no items.parquet). If it is a MiniOneRec folder, "
-                              f"run `sidrec data import-minionerec {folder} --out DIR` first")
-        if read_manifest(folder) is None:
-            raise SidrecError(f"{folder}: no manifest.json, so the folder was not finished; re-run the data stage")
-        redo = "re-run the data stage that wrote the folder"
-        tables = {}
-        for name, schema in (("items", ITEM_SCHEMA), ("users", USER_SCHEMA), *((s, SPLIT_SCHEMA) for s in SPLITS)):
-            path = folder / f"{name}.parquet"
-            table = read_parquet(path, hint=redo)
-            missing = [c for c in schema.names if c not in table.column_names]
-            if missing:
-                raise SidrecError(f"{path}: missing column(s) {missing}; {redo}")
-            tables[name] = table.to_pandas()
+        tables = {name: _table(folder, name, schema) for name, schema in (
+            ("items", ITEM_SCHEMA), ("users", USER_SCHEMA), *((s, SPLIT_SCHEMA) for s in SPLITS))}
         items, users = tables["items"], tables["users"]
         items["categories"] = [list(c) if c is not None else [] for c in items["categories"]]
         splits = {}
@@ -216,6 +202,7 @@ class Dataset:
             df = tables[name]
             df["history"] = [list(map(int, h)) for h in df["history"]]
             splits[name] = df
+        redo = "re-run the data stage that wrote the folder"
         meta = read_json(folder / "meta.json", hint=redo)
         if not isinstance(meta, dict):
             raise SidrecError(f"{folder / 'meta.json'}: expected a JSON object, got {type(meta).__name__}; {redo}")
@@ -223,3 +210,27 @@ class Dataset:
         if validate:
             ds.validate(source=str(folder))
         return ds
+
+    @staticmethod
+    def load_items(folder: str | Path) -> pd.DataFrame:
+        """The item table of a dataset folder alone (what embedding needs), without its splits' histories."""
+        items = _table(Path(folder), "items", ITEM_SCHEMA)
+        items["categories"] = [list(c) if c is not None else [] for c in items["categories"]]
+        return items
+
+
+def _table(folder: Path, name: str, schema) -> pd.DataFrame:
+    """One table of a finished dataset folder, with the columns `schema` names, or a one-line SidrecError."""
+    check_folder(folder, "dataset folder", "make one with `sidrec data import-minionerec` or `sidrec data amazon18`")
+    if not (folder / "items.parquet").exists():
+        raise SidrecError(f"{folder}: not a sidrec dataset folder (no items.parquet). If it is a MiniOneRec folder, "
+                          f"run `sidrec data import-minionerec {folder} --out DIR` first")
+    if read_manifest(folder) is None:
+        raise SidrecError(f"{folder}: no manifest.json, so the folder was not finished; re-run the data stage")
+    redo = "re-run the data stage that wrote the folder"
+    path = folder / f"{name}.parquet"
+    table = read_parquet(path, hint=redo)
+    missing = [c for c in schema.names if c not in table.column_names]
+    if missing:
+        raise SidrecError(f"{path}: missing column(s) {missing}; {redo}")
+    return table.to_pandas()

@@ -139,7 +139,7 @@ def load_items(data) -> pd.DataFrame:
         return data
     from sidrec.data.canonical import Dataset
 
-    return Dataset.load(data, validate=False).items
+    return Dataset.load_items(data)  # not the splits: their histories are most of a large dataset
 
 
 def embed_items(data, out_file, model: str = DEFAULT_MODEL, fields: Sequence[str] = FIELDS, batch_size: int = 64,
