@@ -298,6 +298,7 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
     rows = sid_loss_rows(tokenizer, codes) if cfg.loss == "sid" else None
     sid_rows = set(rows) if rows else None
     train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len, sid_rows)
+    del examples  # one dict per example: not held through training (the packed `train` is what it reads)
     valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
     if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
         pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)
