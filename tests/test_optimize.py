@@ -96,7 +96,7 @@ def seqrec_targets(examples):
 def test_defaults_leave_training_examples_unchanged():
     ds = skewed_dataset()
     plain = build_examples(ds, CODES, "train", SftConfig().tasks, seed=42)
-    assert train_examples(SftConfig(), ds, CODES) == plain
+    assert list(train_examples(SftConfig(), ds, CODES)) == plain
     assert sum(e["task"] == "seqrec" for e in plain) == len(ds.splits["train"])
 
 
@@ -105,8 +105,8 @@ def test_long_tail_oversamples_rare_targets_and_adds_the_diversity_reward(tmp_pa
     ds = skewed_dataset()
     before_cfg, after_cfg = (load_config(SftConfig, p, section="sft") for p in (base, out))
     assert after_cfg.sampling.kind == "inverse_frequency"
-    before, after = seqrec_targets(train_examples(before_cfg, ds, CODES)), seqrec_targets(
-        train_examples(after_cfg, ds, CODES))
+    before, after = seqrec_targets(list(train_examples(before_cfg, ds, CODES))), seqrec_targets(
+        list(train_examples(after_cfg, ds, CODES)))
     assert before[0] == after[0] == 30  # the popular target keeps its rows, no more
     # a rare row weighs 1, a popular one 30^-0.5; rare rows are repeated 1 / mean weight = 2.69 times on average
     expected = 1 / ((30 * 30 ** -0.5 + 9) / 39)
@@ -114,12 +114,12 @@ def test_long_tail_oversamples_rare_targets_and_adds_the_diversity_reward(tmp_pa
     assert abs(sum(after[i] for i in range(1, NUM_ITEMS)) / 9 - expected) < 0.5
     share = lambda c: 1 - c[0] / sum(c.values())  # noqa: E731
     assert share(before) == pytest.approx(9 / 39) and share(after) > 0.4
-    assert train_examples(after_cfg, ds, CODES) == train_examples(after_cfg, ds, CODES)  # seeded
+    assert list(train_examples(after_cfg, ds, CODES)) == list(train_examples(after_cfg, ds, CODES))  # seeded
     other_seed = after_cfg.model_copy(update={"seed": 8})
-    assert seqrec_targets(train_examples(other_seed, ds, CODES))[0] == 30
+    assert seqrec_targets(list(train_examples(other_seed, ds, CODES)))[0] == 30
     # the alignment tasks are untouched
     count = lambda ex, t: sum(e["task"] == t for e in ex)  # noqa: E731
-    assert count(train_examples(after_cfg, ds, CODES), "title2sid") == NUM_ITEMS
+    assert count(list(train_examples(after_cfg, ds, CODES)), "title2sid") == NUM_ITEMS
 
     rl_before, rl_after = (load_config(RlConfig, p, section="rl") for p in (base, out))
     assert rl_after.rewards == {"rule": 1.0, "ranking": 1.0, "diversity": 0.1}
@@ -215,7 +215,7 @@ def test_strategies_combine(tmp_path, files):
     assert cfg.sampling.kind == "inverse_frequency" and cfg.tasks["title2sid"] == 2.0  # cold_start applied once
     assert (cfg.augment.short_history, cfg.augment.drop_old_fraction) == (2, 0.5)
     assert cfg.learning_rate == 2e-3 and cfg.seed == 7  # the base's other keys are kept
-    ex = train_examples(cfg, skewed_dataset(), CODES)
+    ex = list(train_examples(cfg, skewed_dataset(), CODES))
     assert {e.get("augment") for e in ex if e["task"] == "seqrec"} == {None, "short_history", "drop_old"}
 
 

@@ -44,3 +44,39 @@ def test_packed_examples_equal_the_lists(tmp_path):
     assert sizes[72] < sizes[96]  # the shorter context did cut histories
     batch = PadCollator(tokenizer.pad_token_id)([packed[0], packed[1]])
     assert batch["input_ids"].shape[0] == 2 and batch["labels"][0, 0] == -100
+
+
+def test_training_examples_stream_one_at_a_time(tmp_path):
+    """`train_examples` yields `build_examples`' examples one by one, so the training set is never held as one dict
+    per example: consuming the stream peaks at a small fraction of the list's memory, and it packs to the same ids."""
+    import tracemalloc
+
+    import pandas as pd
+
+    from sidrec.train.sft import train_examples
+
+    data, sids = make_toy(tmp_path)
+    cfg = SftConfig(small=TINY, tasks={"seqrec": 1.5, "title2sid": 1.0, "sid2title": 0.5}, cutoff_len=96,
+                    augment={"short_history": 2, "drop_old_fraction": 0.5})
+    dataset, (codes, _) = Dataset.load(data), load_sids(sids)
+    tokenizer, _ = prepare_model(cfg, dataset, codes)
+    whole = build_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed, short_history=2, drop_old_fraction=0.5)
+    stream = train_examples(cfg, dataset, codes)
+    assert not isinstance(stream, list) and list(stream) == whole
+    a = tokenize_examples(train_examples(cfg, dataset, codes), tokenizer, codes, 96)
+    b = tokenize_examples(whole, tokenizer, codes, 96)
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.offsets, b.offsets)
+
+    train = dataset.splits["train"]
+    dataset.splits["train"] = pd.concat([train] * (20_000 // len(train) + 1), ignore_index=True)
+
+    def peak(consume):
+        tracemalloc.start()
+        consume()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    held = peak(lambda: list(train_examples(cfg, dataset, codes)))
+    streamed = peak(lambda: sum(1 for _ in train_examples(cfg, dataset, codes)))
+    assert streamed < held / 5, (streamed, held)

@@ -269,7 +269,7 @@ def test_update_examples_are_the_slice_new_items_and_a_replay_sample(world):
     fresh, replay = update_examples(cfg, new, codes, 12, [old], 0.25)
     assert sum(e["task"] == "seqrec" for e in fresh) == len(new.splits["train"])
     assert [e["item"] for e in fresh if e["task"] == "title2sid"] == [12]  # alignment of the new item only
-    old_examples = train_examples(cfg, old, toy_codes())
+    old_examples = list(train_examples(cfg, old, toy_codes()))
     assert len(replay) == round(0.25 * len(old_examples)) and all(e in old_examples for e in replay)
     assert update_examples(cfg, new, codes, 12, [old], 0.0)[1] == []
 

@@ -43,27 +43,6 @@ def fit_history(task: str, history: list[int], codes: np.ndarray, tokenizer, cut
     raise SidrecError(f"cutoff_len={cutoff_len} is too short for a prompt with even one history item; raise cutoff_len")
 
 
-def old_part(n: int, fraction: float) -> int:
-    """How many of the oldest of n history items make the "old part" (>= 1, < n; 0 when n < 2)."""
-    if n < 2:
-        return 0
-    return min(n - 1, max(1, int(np.floor(n * fraction))))
-
-
-def augment_histories(rows: list[dict], short_history: int = 0, drop_old_fraction: float = 0.0) -> list[dict]:
-    """`rows` plus the short-history and recent-only copies described in the module doc (marked `augment`)."""
-    extra = []
-    if short_history > 0:
-        extra += [{**r, "history": r["history"][-short_history:], "augment": "short_history"}
-                  for r in rows if len(r["history"]) > short_history]
-    if drop_old_fraction > 0:
-        for r in rows:
-            m = old_part(len(r["history"]), drop_old_fraction)
-            if m:
-                extra.append({**r, "history": r["history"][m:], "augment": "drop_old"})
-    return rows + extra
-
-
 def balance_copies(targets: np.ndarray, power: float, rng: np.random.Generator) -> np.ndarray:
     """Copies of each row under inverse-frequency oversampling (see the module doc); all ones when power is 0."""
     targets = np.asarray(targets)
@@ -84,7 +63,36 @@ def build_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[
     seeded fraction (w - floor(w)) of them, so weights change how much of each task training sees.
 
     `short_history`, `drop_old_fraction` and `balance_power` reshape the seqrec rows before the weight applies (module
-    doc); at their defaults the examples are exactly those without them."""
+    doc); at their defaults the examples are exactly those without them. `iter_examples` yields the same examples
+    one at a time."""
+    return list(iter_examples(dataset, codes, split, tasks, seed, titles_max_words, balance_power=balance_power,
+                              short_history=short_history, drop_old_fraction=drop_old_fraction))
+
+
+AUGMENT_TAGS = (None, "short_history", "drop_old")
+
+
+def seq_plan(lengths: np.ndarray, short_history: int = 0, drop_old_fraction: float = 0.0):
+    """The seqrec rows with the augmentation copies of the module doc (originals, then short-history copies, then
+    recent-only copies), as arrays: (source row, first history item kept, index into `AUGMENT_TAGS`)."""
+    rows = np.arange(len(lengths), dtype=np.int64)
+    src, start, tag = [rows], [np.zeros(len(rows), dtype=np.int64)], [np.zeros(len(rows), dtype=np.int8)]
+    if short_history > 0:
+        keep = rows[lengths > short_history]
+        src.append(keep), start.append(lengths[keep] - short_history), tag.append(np.full(len(keep), 1, np.int8))
+    if drop_old_fraction > 0:
+        m = np.where(lengths < 2, 0, np.minimum(lengths - 1, np.maximum(1, np.floor(lengths * drop_old_fraction)
+                                                                           .astype(np.int64))))
+        keep = rows[m > 0]
+        src.append(keep), start.append(m[keep]), tag.append(np.full(len(keep), 2, np.int8))
+    return np.concatenate(src), np.concatenate(start), np.concatenate(tag)
+
+
+def iter_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[str, float], seed: int = 0,
+                  titles_max_words: int = 20, *, balance_power: float = 0.0, short_history: int = 0,
+                  drop_old_fraction: float = 0.0):
+    """`build_examples`' examples, in its order, made one at a time: which rows each task repeats and samples is
+    decided on integer arrays first, so the whole training set is never held as one dict per example."""
     check_sid_coverage(dataset, codes)
     unknown = set(tasks) - {"seqrec", "history2title", "title2sid", "sid2title"}
     if unknown:
@@ -92,32 +100,36 @@ def build_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[
     rng = np.random.default_rng(seed)
     titles = [" ".join(t.split()[:titles_max_words]) for t in dataset.titles()]
     df = dataset.splits[split]
-    out: list[dict] = []
+    histories, targets = df["history"].tolist(), np.asarray(df["target"], dtype=np.int64)
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     for task, weight in tasks.items():
         if weight <= 0:
             continue
         if task in SEQ_TASKS:
-            base = [
-                {"task": task, "history": list(h), "row": r, "target": int(t),
-                 "response": sid_text(codes[t]) if task == "seqrec" else titles[t]}
-                for r, (h, t) in enumerate(zip(df["history"], df["target"]))
-            ]
+            src, start, tag = seq_plan(lengths, short_history, drop_old_fraction) if task == "seqrec" else \
+                seq_plan(lengths)
+            order = np.arange(len(src))
             if task == "seqrec":
-                base = augment_histories(base, short_history, drop_old_fraction)
                 # its own stream, so the task-weight draws below are the same with and without balancing
-                copies = balance_copies([b["target"] for b in base], balance_power, np.random.default_rng([seed, 1]))
-                base = [b for b, c in zip(base, copies) for _ in range(c)]
-        elif task == "title2sid":
-            base = [{"task": task, "prompt": render_prompt(task, titles[i]), "response": sid_text(codes[i]), "item": i}
-                    for i in range(dataset.num_items)]
+                copies = balance_copies(targets[src], balance_power, np.random.default_rng([seed, 1]))
+                order = np.repeat(order, copies)
         else:
-            base = [{"task": task, "prompt": render_prompt(task, sid_text(codes[i])), "response": titles[i], "item": i}
-                    for i in range(dataset.num_items)]
+            order = np.arange(dataset.num_items)
         reps = int(weight)
-        chosen = base * reps
+        chosen = [order] * reps
         frac = weight - reps
         if frac > 0:
-            pick = rng.choice(len(base), size=int(round(frac * len(base))), replace=False)
-            chosen += [base[i] for i in sorted(pick)]
-        out.extend(chosen)
-    return out
+            chosen.append(order[np.sort(rng.choice(len(order), size=int(round(frac * len(order))), replace=False))])
+        for j in (np.concatenate(chosen) if chosen else ()):
+            j = int(j)
+            if task in SEQ_TASKS:
+                r, t = int(src[j]), int(targets[src[j]])
+                ex = {"task": task, "history": list(histories[r][int(start[j]):]), "row": r, "target": t,
+                      "response": sid_text(codes[t]) if task == "seqrec" else titles[t]}
+                if tag[j]:
+                    ex["augment"] = AUGMENT_TAGS[tag[j]]
+                yield ex
+            elif task == "title2sid":
+                yield {"task": task, "prompt": render_prompt(task, titles[j]), "response": sid_text(codes[j]), "item": j}
+            else:
+                yield {"task": task, "prompt": render_prompt(task, sid_text(codes[j])), "response": titles[j], "item": j}

@@ -19,17 +19,18 @@ from sidrec.io import file_sha256, write_json, write_manifest
 from sidrec.model.backbone import build_small_model, check_context_length, load_llm
 from sidrec.model.binding import write_binding
 from sidrec.model.tokenizer import build_data_tokenizer, sid_token_ids
-from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history
+from sidrec.tasks.builders import SEQ_TASKS, build_examples, fit_history, iter_examples
 from sidrec.tasks.template import PROMPT_TEMPLATE, TASKS, encode_prompt, level_tokens
 from sidrec.train.checkpoints import train_resuming
 from sidrec.train.config import SftConfig, check_tracker
 from sidrec.train.distributed import accumulation_steps, world_size
 
 
-def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray) -> list[dict]:
-    """The training examples `run_sft` trains on: the task mix, with the sampling and augmentation settings."""
+def train_examples(cfg: SftConfig, dataset: Dataset, codes: np.ndarray):
+    """The training examples `run_sft` trains on, one at a time (`iter_examples`): the task mix, with the sampling
+    and augmentation settings."""
     power = cfg.sampling.power if cfg.sampling.kind == "inverse_frequency" else 0.0
-    return build_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed, balance_power=power,
+    return iter_examples(dataset, codes, "train", cfg.tasks, seed=cfg.seed, balance_power=power,
                           short_history=cfg.augment.short_history, drop_old_fraction=cfg.augment.drop_old_fraction)
 
 
@@ -297,8 +298,9 @@ def run_sft(cfg: SftConfig, data_dir: str | Path, sids: str | Path, out: str | P
         examples = train_examples(cfg, dataset, codes)
     rows = sid_loss_rows(tokenizer, codes) if cfg.loss == "sid" else None
     sid_rows = set(rows) if rows else None
+    # examples stream from the builder into the packed arrays: one dict at a time, never the whole training set
     train = tokenize_examples(examples, tokenizer, codes, cfg.cutoff_len, sid_rows)
-    del examples  # one dict per example: not held through training (the packed `train` is what it reads)
+    del examples
     valid_examples = build_examples(dataset, codes, "valid", {"seqrec": 1.0}, seed=cfg.seed)
     if cfg.max_valid_rows and len(valid_examples) > cfg.max_valid_rows:
         pick = np.random.default_rng(cfg.seed).choice(len(valid_examples), cfg.max_valid_rows, replace=False)

@@ -165,7 +165,7 @@ def update_examples(sft: SftConfig, new: Dataset, codes: np.ndarray, n_old: int,
     rng = np.random.default_rng([sft.seed, 2])
     replay = []
     for ds in old_data:
-        old = train_examples(sft, ds, codes[:ds.num_items])
+        old = list(train_examples(sft, ds, codes[:ds.num_items]))
         pick = rng.choice(len(old), size=int(round(replay_fraction * len(old))), replace=False)
         replay += [old[i] for i in sorted(pick)]
     return fresh, replay
