@@ -101,3 +101,25 @@ def test_serve_freezes_what_it_loaded_before_serving(tmp_path, monkeypatch):
                                    str(tmp_path), "--no-log"])
     assert res.exit_code == 0, res.output
     assert events == ["load", "freeze", "serve"]
+
+
+def test_scale_bench_log_inputs_in_chunks_and_no_extrapolation_once_measured(tmp_path, monkeypatch):
+    """bench/scale.py writes the interactions item table a chunk at a time (every item once, in order, the import
+    reads it), and extrapolates a log stage to 10^8 only while 10^8 has not been measured."""
+    from argparse import Namespace
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import scale
+
+    inter, items = scale.interaction_files(tmp_path / "log", 3_000, chunk=70)
+    table = pl.read_parquet(items)
+    assert table["item_id"].to_list() == list(range(300)) and table["title"].str.len_chars().min() > 0
+    assert pl.read_parquet(inter).shape == (3_000, 3)
+
+    row = lambda n, s, m: {"stage": "interactions", "size": n, "seconds": s, "peak_rss_mb": m, "ok": True,  # noqa: E731
+                           "wall_s": s, "load_before": 0, "load_after": 0, "rows_per_s": 1, "items": 9}
+    args = Namespace(quick=False)
+    two = [row(10**6, 6.0, 600), row(10**7, 60.0, 3000)]
+    assert "extrapolated" in scale.report(two, tmp_path / "out" / "scale", args)
+    assert "extrapolated" not in scale.report(two + [row(10**8, 600.0, 15000)], tmp_path / "out" / "scale", args)
