@@ -54,6 +54,7 @@ from sidrec.errors import SidrecError
 from sidrec.evaluate.harness import check_alignment, load_eval
 from sidrec.evaluate.stats import lift_interval
 from sidrec.io import write_json, write_jsonl, write_manifest, write_text
+from sidrec.tasks.builders import old_part
 
 PATTERNS = ("cold_start", "long_tail", "short_history", "category_mismatch", "recency_bias")
 REPORT = "badcase_report.json"
@@ -174,13 +175,6 @@ def sid_prefix_overlap(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
-
-
-def old_part(n: int, fraction: float) -> int:
-    """How many of the oldest history items count as old (>= 1, < n); 0 when n < 2."""
-    if n < 2:
-        return 0
-    return min(n - 1, max(1, int(math.floor(n * fraction))))
 
 
 def recency_bias(history: Sequence[int], top: int | None, sim, fraction: float) -> bool | None:

@@ -72,6 +72,14 @@ def build_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[
 AUGMENT_TAGS = (None, "short_history", "drop_old")
 
 
+def old_part(n, fraction: float):
+    """How many of the oldest of n history items make the "old part" (>= 1, < n; 0 when n < 2): an int for one
+    length, an array for an array of lengths. The bad-case `recency_bias` pattern and `drop_old_fraction` share it."""
+    n = np.asarray(n, dtype=np.int64)
+    m = np.where(n < 2, 0, np.minimum(n - 1, np.maximum(1, np.floor(n * fraction).astype(np.int64))))
+    return int(m) if m.ndim == 0 else m
+
+
 def seq_plan(lengths: np.ndarray, short_history: int = 0, drop_old_fraction: float = 0.0):
     """The seqrec rows with the augmentation copies of the module doc (originals, then short-history copies, then
     recent-only copies), as arrays: (source row, first history item kept, index into `AUGMENT_TAGS`)."""
@@ -81,8 +89,7 @@ def seq_plan(lengths: np.ndarray, short_history: int = 0, drop_old_fraction: flo
         keep = rows[lengths > short_history]
         src.append(keep), start.append(lengths[keep] - short_history), tag.append(np.full(len(keep), 1, np.int8))
     if drop_old_fraction > 0:
-        m = np.where(lengths < 2, 0, np.minimum(lengths - 1, np.maximum(1, np.floor(lengths * drop_old_fraction)
-                                                                           .astype(np.int64))))
+        m = old_part(lengths, drop_old_fraction)
         keep = rows[m > 0]
         src.append(keep), start.append(m[keep]), tag.append(np.full(len(keep), 2, np.int8))
     return np.concatenate(src), np.concatenate(start), np.concatenate(tag)
@@ -120,7 +127,7 @@ def iter_examples(dataset: Dataset, codes: np.ndarray, split: str, tasks: dict[s
         frac = weight - reps
         if frac > 0:
             chosen.append(order[np.sort(rng.choice(len(order), size=int(round(frac * len(order))), replace=False))])
-        for j in (np.concatenate(chosen) if chosen else ()):
+        for j in np.concatenate(chosen):  # weight > 0: at least one part; numpy ints, not a list of Python ints
             j = int(j)
             if task in SEQ_TASKS:
                 r, t = int(src[j]), int(targets[src[j]])
