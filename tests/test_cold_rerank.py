@@ -37,9 +37,9 @@ class Toy:
 
 def test_per_row_weight_and_prior_change_the_ranking_by_hand():
     assert fuse(SCORES, LOGITS, [0.09, 0.1]).tolist() == [[0, 1, 2], [1, 0, 2]]  # only the second row flips
-    assert fuse(SCORES, 0 * LOGITS, 0.0, prior=PRIOR, prior_weight=[0.1, 0.3]).tolist() == [[0, 1, 2], [1, 0, 2]]
+    assert fuse(SCORES, 0 * LOGITS, 0.0, priors=[(PRIOR, [0.1, 0.3])]).tolist() == [[0, 1, 2], [1, 0, 2]]
     r2 = np.sqrt(2.0)
-    np.testing.assert_allclose(fused_scores(SCORES, LOGITS, [0.0, 1.0], prior=PRIOR, prior_weight=[0.5, 0.0]),
+    np.testing.assert_allclose(fused_scores(SCORES, LOGITS, [0.0, 1.0], priors=[(PRIOR, [0.5, 0.0])]),
                                [[-1.0, -0.7, -3.0], [-1 - 1 / r2, -1.2 + 2 / r2, -3 - 1 / r2]])
 
 
@@ -49,7 +49,7 @@ def test_pick_weights_needs_the_prior_when_the_scorer_cannot_help():
     scores = np.array([[-1.0, -1.2, -3.0], [-1.0, -2.0, -1.5]])
     prior = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     (lam, mu), table = pick_weights(scores, np.zeros((2, 3)), [[[0], [1], [2]], [[3], [4], [5]]], [1, 3],
-                                    grid=(0.0, 1.0), prior=prior, prior_grid=(0.0, 0.3, 1.0))
+                                    grid=(0.0, 1.0), priors=[(prior, (0.0, 0.3, 1.0))])
     assert (lam, mu) == (0.0, 0.3) and table[0.0, 0.3]["NDCG@1"] == 1.0 == 2 * table[0.0, 0.0]["NDCG@1"]
 
 
@@ -67,10 +67,10 @@ def test_recency_prior_and_cold_rows_by_hand():
 @pytest.mark.parametrize("bad", [[0.1, -1.0], [0.1, float("nan")], [0.1]])
 def test_bad_per_row_weight_is_one_line_error(bad):
     with pytest.raises(SidrecError) as e:
-        fused_scores(SCORES, LOGITS, 1.0, prior=PRIOR, prior_weight=bad)
+        fused_scores(SCORES, LOGITS, 1.0, priors=[(PRIOR, bad)])
     assert "\n" not in str(e.value) and ("out of range" in str(e.value) or "2 rows" in str(e.value))
     with pytest.raises(SidrecError, match="out of range"):
-        pick_weights(SCORES, LOGITS, [[[0], [1], [2]]] * 2, [1, 1], prior=PRIOR, prior_grid=(0.0, -0.5))
+        pick_weights(SCORES, LOGITS, [[[0], [1], [2]]] * 2, [1, 1], priors=[(PRIOR, (0.0, -0.5))])
 
 
 def test_pipeline_config_checks_the_cold_settings():

@@ -180,3 +180,33 @@ def test_page_shows_the_fused_score_beside_the_models(toy, plain, fused):
             assert plain_col.all_inner_texts() == [f"{x['score']:.3f}" for x in want["B"]]
         finally:
             browser.close()
+
+
+def test_recommender_applies_the_recorded_transition_prior(toy, plain, tmp_path):
+    """A rerank folder that records τ: serving adds τ · the transition prior, counted over every labelled row."""
+    import shutil
+
+    from sidrec.data import Dataset
+    from sidrec.evaluate.fusion import transition_counts
+
+    folder = tmp_path / "rerank"
+    shutil.copytree(toy["rerank"], folder)
+    results = json.loads((folder / "results.json").read_text())
+    results["rerank"]["transition"] = {"weight": 3.0, "grid": [0.0, 3.0]}
+    (folder / "results.json").write_text(json.dumps(results))
+    served = Recommender.load(toy["model"], toy["sids"], toy["data"], beams=BEAMS, device="cpu", rerank=folder)
+    assert served.rerank_info["transition_weight"] == 3.0
+    histories = toy["histories"]
+    beams = plain.rank(histories)
+    table = transition_counts(Dataset.load(toy["data"]), None)
+    want, want_fused = rerank_beams(histories, beams.sid_index, beams.scores, served.scorer, 1.5,
+                                    plain.trie.first_items(), transitions=table, transition_weight=3.0)
+    _, without = rerank_beams(histories, beams.sid_index, beams.scores, served.scorer, 1.5, plain.trie.first_items())
+    items_of = plain.trie.items_of_sid
+    got = served.recommend(histories, k=BEAMS)
+    assert [[x.item_id for x in row] for row in got] == [[it for s in row if s >= 0 for it in items_of[s]][:BEAMS]
+                                                         for row in want]
+    got_fused = np.array([[x.fused_score for x in row] for row in got])
+    np.testing.assert_allclose(got_fused, want_fused[:, :BEAMS], atol=1e-6)
+    # the toy's next item is always the last + 1: the prior (3 · log(1 + its count)) lifts that beam's fused score
+    assert (np.abs(want_fused.max(1) - without.max(1)) > 1.0).mean() > 0.5

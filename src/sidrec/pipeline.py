@@ -38,7 +38,7 @@ from sidrec.analysis.badcase import AnalysisConfig
 from sidrec.baselines.config import SasrecConfig
 from sidrec.config import StageConfig, apply_overrides, describe_error, read_yaml, setting_error
 from sidrec.errors import SidrecError
-from sidrec.evaluate.fusion import COLD, GRID, PRIOR_GRID
+from sidrec.evaluate.fusion import COLD, GRID, PRIOR_GRID, TRANSITION_GRID
 from sidrec.io import MANIFEST, config_hash, file_sha256, read_json, read_manifest, write_json, write_text
 from sidrec.sid.config import EmbedConfig, SidConfig
 from sidrec.train.config import RlConfig, SftConfig, UpdateConfig, check_tracker
@@ -88,6 +88,10 @@ class RerankConfig(StageConfig):
     # grid x prior_grid, picked on valid (`fusion.cold_rows`, `recency_prior`; needs weight auto)
     cold: bool = False
     prior_grid: list[Lambda] = Field(default_factory=lambda: list(PRIOR_GRID), min_length=1, max_length=100)
+    # τ of the transition prior, log(1 + count of (last history item -> beam's item) among earlier labelled rows),
+    # picked on valid with λ (and μ) when weight is auto (`fusion.transition_prior`); [0] leaves the prior out
+    transition_grid: list[Lambda] = Field(default_factory=lambda: list(TRANSITION_GRID), min_length=1,
+                                          max_length=100)
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -269,7 +273,8 @@ def _rerank(p: Pipeline) -> dict:
                             beams=e.beams, batch_size=e.batch_size, cutoff_len=e.cutoff_len, dtype=e.dtype,
                             max_rows=e.max_rows)
     report = rerank_eval(test_eval, p.dataset_dir(), p.output("scorer", "runs"), out, r.weight, valid_eval=valid_eval,
-                         sids=p.output("sid", "sids"), grid=r.grid, group=r.group, cold=r.cold, prior_grid=r.prior_grid)
+                         sids=p.output("sid", "sids"), grid=r.grid, group=r.group, cold=r.cold, prior_grid=r.prior_grid,
+                         transition_grid=r.transition_grid)
     res = read_json(out / "results.json")
     valid = None if valid_eval is None else {  # the figures λ was picked on: the model's valid ranking and the fused
         "rows": report["splits"]["valid"]["num_rows"], "picked_by": report["metric"],
@@ -280,7 +285,8 @@ def _rerank(p: Pipeline) -> dict:
                   highlight=False)
     return {"eval": str(out), "model": model, "suffix": "+scorer", "split": res["split"], "rows": res["num_samples"],
             "metrics": m, "weight": report["weight"], "scorer": report["scorer"]["paths"], "valid": valid,
-            "gains": str(out / "gains.json"), "cold": report["cold"], "groups": {  # HR/NDCG@10 by user kind
+            "gains": str(out / "gains.json"), "cold": report["cold"], "transition": report["transition"],
+            "groups": {  # HR/NDCG@10 by user kind
                 g: {split: {"rows": s["groups"][g]["rows"], **s["groups"][g]["reranked"]}
                     for split, s in report["splits"].items() if g in s["groups"]}
                 for g in SUMMARY_GROUPS}, "made": [str(out / MANIFEST)]}
@@ -661,11 +667,17 @@ class Pipeline:
                     f"{o['valid']['model']['HR@10']!r} NDCG@10 {o['valid']['model']['NDCG@10']!r} -> re-ranked HR@10 "
                     f"{o['valid']['reranked']['HR@10']!r} NDCG@10 {o['valid']['reranked']['NDCG@10']!r}")
                     + f"; gains per row group: {o['gains']}")
+                tau = o.get("transition") or {}
+                if tau and "weight" in tau:
+                    lines.append(f"{n}: transition prior τ = {tau['weight']!r} (picked on valid with λ)")
                 if o.get("cold"):
                     c = o["cold"]
+                    taus = {part: f", transition prior τ = {c[part]['transition_weight']!r}" if tau else ""
+                            for part in ("cold", "others")}
                     lines.append(f"{n}: cold rows ({c['rows']}) λ = {c['cold']['weight']!r}, recency prior μ = "
-                                 f"{c['cold']['prior_weight']!r}; the others λ = {c['others']['weight']!r}, μ = "
-                                 f"{c['others']['prior_weight']!r} (both picked on valid)")
+                                 f"{c['cold']['prior_weight']!r}{taus['cold']}; the others λ = "
+                                 f"{c['others']['weight']!r}, μ = {c['others']['prior_weight']!r}{taus['others']} "
+                                 f"(all picked on valid)")
                 groups = {g: by for g, by in (o.get("groups") or {}).items() if by}
                 if groups:
                     lines.append(f"{n} by row group, the final ranking (rows HR@10 NDCG@10; valid | test):")

@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from sidrec.errors import SidrecError
-from sidrec.evaluate.fusion import (COLD, GRID, METRIC, PRIOR_GRID, beam_logits, check_weight, cold_rows, fuse,
-                                    fused_scores, group_gains, pick_weight, pick_weights, ranked_items, recency_prior,
-                                    row_groups)
+from sidrec.evaluate.fusion import (COLD, GRID, METRIC, PRIOR_GRID, TRANSITION_GRID, beam_logits, check_weight,
+                                    cold_rows, fuse, fused_scores, group_gains, pick_weights, ranked_items,
+                                    recency_prior, row_groups, transition_counts, transition_prior)
 
 
 def _model_folder(path: str | Path) -> Path:
@@ -91,13 +91,14 @@ def load_beams(eval_dir: str | Path, ds, items_of_sid: dict[str, list[int]]) -> 
 def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequence[str | Path], out: str | Path,
                 weight: float | str = "auto", valid_eval: str | Path | None = None, sids: str | Path | None = None,
                 grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None, cold: bool = False,
-                prior_grid: Sequence[float] = PRIOR_GRID) -> dict:
+                prior_grid: Sequence[float] = PRIOR_GRID, transition_grid: Sequence[float] = TRANSITION_GRID) -> dict:
     """Re-rank the beams of a generative evaluation folder with a SASRec scorer and write the re-ranked folder to
     `out` through the harness (results.json, predictions.jsonl, manifest.json), the re-ranked valid folder to
     `out/valid` when `valid_eval` is given, and `out/gains.json`. `weight`: λ >= 0, or "auto" to pick it on
     `valid_eval` (a `sidrec eval --split valid` folder of the same model). `cold`: cold rows (`fusion.cold_rows`) and
     the others each get their own (λ, μ of the recency prior) picked on valid from `grid` x `prior_grid` (needs
-    "auto"); `weight` then reports the others' λ. Returns the gains report."""
+    "auto"); `weight` then reports the others' λ. With "auto", the transition prior's τ is picked with them from
+    `transition_grid` ([0] leaves it out; a fixed λ uses none). Returns the gains report."""
     import time
 
     from sidrec.evaluate.harness import load_eval
@@ -124,6 +125,10 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
     if cold and not auto:
         raise SidrecError("cold re-ranking picks λ and μ on valid for cold rows and the others: use weight auto")
     prior_grid = [check_weight(m) for m in prior_grid]
+    transition_grid = [check_weight(t) for t in transition_grid]
+    if not prior_grid or not transition_grid:
+        raise SidrecError("the re-rank weight grid is empty")
+    use_transition = auto and any(t > 0 for t in transition_grid)
     ds = Dataset.load(data_dir)
     sids = sids or load_eval(eval_dir)[0].get("sids")
     if sids is None:
@@ -149,50 +154,70 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
                               f"{models['test']}; λ must be picked with the same model")
     for b in splits.values():
         b["logits"] = beam_logits(scorer, b["histories"], b["first"], b["users"])
-        b["weight"], b["prior"], b["prior_weight"] = weight, None, 0.0
+        b["weight"], b["priors"] = weight, {}  # priors: name -> [(n, B) prior, its weight: one, or one per row]
+        if cold:
+            prior = recency_prior(ds, b["split"])
+            b["priors"]["recency"] = [np.where(b["first"] >= 0, prior[np.maximum(b["first"], 0)], 0.0), 0.0]
+        if use_transition:
+            last = np.array([h[-1] if len(h) else -1 for h in b["histories"]], dtype=np.int64)
+            b["priors"]["transition"] = [transition_prior(transition_counts(ds, b["split"]), last, b["first"]), 0.0]
+    prior_grids = {"recency": prior_grid, "transition": transition_grid}
+    weight_keys = {"recency": "prior_weight", "transition": "transition_weight"}
 
-    table, cold_info = None, None
+    def pick(idx: np.ndarray) -> tuple[tuple[float, ...], dict]:
+        v = splits["valid"]
+        return pick_weights(v["scores"][idx], v["logits"][idx], [v["beam_items"][i] for i in idx],
+                            [v["targets"][i] for i in idx], grid, metric, group,
+                            [(p[idx], prior_grids[name]) for name, (p, _) in v["priors"].items()])
+
+    table, cold_info, picked = None, None, {}
     if cold:
         cold_info = {"rows": COLD, "prior": "log(1 + count of the beam's item among the last labelled interactions "
                      "before the split)", "window": len(ds.splits["valid"])}
-        for b in splits.values():
-            b["cold"] = cold_rows(ds, b["split"], len(b["rows"]))
-            prior = recency_prior(ds, b["split"])
-            b["prior"] = np.where(b["first"] >= 0, prior[np.maximum(b["first"], 0)], 0.0)
         v = splits["valid"]
+        v["cold"] = cold_rows(ds, "valid", len(v["rows"]))
         for part, rows in (("cold", v["cold"]), ("others", ~v["cold"])):
             idx = np.flatnonzero(rows) if rows.any() else np.arange(len(rows))  # no valid rows: picked on all
-            (lam, mu), t = pick_weights(v["scores"][idx], v["logits"][idx], [v["beam_items"][i] for i in idx],
-                                        [v["targets"][i] for i in idx], grid, metric, group, v["prior"][idx],
-                                        prior_grid)
-            cold_info[part] = {"weight": lam, "prior_weight": mu, "valid_rows": int(rows.sum()),
-                               f"valid_{metric}": t[lam, mu][metric]}
+            point, t = pick(idx)
+            cold_info[part] = {"weight": point[0], **{weight_keys[n]: w for n, w in zip(v["priors"], point[1:])},
+                               "valid_rows": int(rows.sum()), f"valid_{metric}": t[point][metric]}
         weight = cold_info["others"]["weight"]
         for b in splits.values():
-            b["weight"] = np.where(b["cold"], cold_info["cold"]["weight"], weight)
-            b["prior_weight"] = np.where(b["cold"], cold_info["cold"]["prior_weight"],
-                                         cold_info["others"]["prior_weight"])
+            rows = cold_rows(ds, b["split"], len(b["rows"]))
+            b["weight"] = np.where(rows, cold_info["cold"]["weight"], weight)
+            for name, entry in b["priors"].items():
+                entry[1] = np.where(rows, cold_info["cold"][weight_keys[name]], cold_info["others"][weight_keys[name]])
     elif auto:
-        v = splits["valid"]
-        weight, table = pick_weight(v["scores"], v["logits"], v["beam_items"], v["targets"], grid, metric, group)
+        point, table = pick(np.arange(len(splits["valid"]["rows"])))
+        weight, picked = point[0], {weight_keys[n]: w for n, w in zip(splits["valid"]["priors"], point[1:])}
         for b in splits.values():
             b["weight"] = weight
+            for name, entry in b["priors"].items():
+                entry[1] = picked[weight_keys[name]]
+    transition_info = None if not use_transition else {
+        "prior": "log(1 + count of (the row's last history item -> the beam's item) among the labelled rows before "
+                 "the split)", "grid": transition_grid,
+        **({"weight": picked["transition_weight"]} if not cold else {})}
+    names = list(splits["valid"]["priors"]) if "valid" in splits else []
     rerank_info = {"weight": weight, "picked_on": None if table is None and cold_info is None else {
         "split": "valid", "eval": str(valid_eval), "metric": metric,
-        "grid": [] if table is None else [{"weight": w, **m} for w, m in table.items()]},
+        "grid": [] if table is None else [{"weight": k[0], **{weight_keys[n]: w for n, w in zip(names, k[1:])}, **m}
+                                          for k, m in table.items()]},
         "group": group, "scorer": scorer_info, "model_eval": str(eval_dir), "valid_eval": None if valid_eval is None
         else str(valid_eval), "formula": "beam log-likelihood + weight * z(SASRec logit within the row's beams)"
-        + ("; cold rows and the others: their own weight, + prior_weight * recency prior" if cold else ""),
-        "cold": cold_info}
+        + ("; cold rows and the others: their own weight, + prior_weight * recency prior" if cold else "")
+        + (" + transition_weight * transition prior" if use_transition else ""),
+        "cold": cold_info, "transition": transition_info}
 
     out = Path(out)
-    report = {"weight": weight, "metric": metric, "scorer": scorer_info, "cold": cold_info, "splits": {}}
+    report = {"weight": weight, "metric": metric, "scorer": scorer_info, "cold": cold_info,
+              "transition": transition_info, "splits": {}}
     written = {}
     for name in ("valid", "test"):
         if name not in splits:
             continue
         b = splits[name]
-        mix = (b["weight"], group, b["prior"], b["prior_weight"])
+        mix = (b["weight"], group, [tuple(entry) for entry in b["priors"].values()])
         order = fuse(b["scores"], b["logits"], *mix)
         fused = np.take_along_axis(fused_scores(b["scores"], b["logits"], *mix), order, 1)
         items = ranked_items(order, b["beam_items"])
@@ -233,14 +258,20 @@ def format_gains(report: dict) -> list[str]:
     """The gains report as a small text table: one line per split and row group."""
     m = report["metric"]
     k = m.split("@")[1]
-    lines = [f"re-ranked with λ = {report['weight']:g} ({', '.join(report['scorer']['paths'])})",
+    tau = report.get("transition") or {}
+    cold = report.get("cold") or {}
+    taus = {part: f", transition prior τ = {cold[part]['transition_weight']:g}" if tau and cold else ""
+            for part in ("cold", "others")}
+    lines = [f"re-ranked with λ = {report['weight']:g}"
+             + (f", transition prior τ = {tau['weight']:g}" if "weight" in tau else "")
+             + f" ({', '.join(report['scorer']['paths'])})",
              *([] if report["scorer"]["dataset_checked"] else
                ["note: a scorer run records no dataset fingerprint (trained before it was recorded); only its item "
                 "count was checked"]),
              *([] if not report.get("cold") else
-               [f"cold rows ({report['cold']['rows']}): λ = {report['cold']['cold']['weight']:g}, recency prior μ = "
-                f"{report['cold']['cold']['prior_weight']:g}; the others: λ = {report['cold']['others']['weight']:g}, "
-                f"μ = {report['cold']['others']['prior_weight']:g}"]),
+               [f"cold rows ({cold['rows']}): λ = {cold['cold']['weight']:g}, recency prior μ = "
+                f"{cold['cold']['prior_weight']:g}{taus['cold']}; the others: λ = {cold['others']['weight']:g}, "
+                f"μ = {cold['others']['prior_weight']:g}{taus['others']}"]),
              f"{'split':<6} {'rows group':<40} {'rows':>6}  {'HR@' + k:>15}  {'NDCG@' + k:>15}  {'gain [95% CI]':>24}"]
     for split, s in report["splits"].items():
         for name, g in s["groups"].items():
@@ -253,10 +284,11 @@ def format_gains(report: dict) -> list[str]:
 
 
 def resolve_rerank(rerank: str | Path | Sequence[str | Path], weight: float | None = None) -> dict:
-    """What a serving layer re-ranks with: {"paths", "weight", "group", "source"}. `rerank` is a re-ranked evaluation
-    folder (`sidrec rerank --out`, RUN/rerank: its results.json records the scorer runs and λ; `weight` overrides its
-    λ), or SASRec run folder(s), which need `weight`. A folder re-ranked with `cold` records the others' λ as its
-    weight: serving applies that to every row, without the recency prior (it knows neither)."""
+    """What a serving layer re-ranks with: {"paths", "weight", "transition_weight", "group", "source"}. `rerank` is a
+    re-ranked evaluation folder (`sidrec rerank --out`, RUN/rerank: its results.json records the scorer runs, λ and the
+    transition prior's τ; `weight` overrides its λ), or SASRec run folder(s), which need `weight` (τ 0). A folder
+    re-ranked with `cold` records the others' λ and τ: serving applies them to every row, without the recency prior
+    (a request says neither whether its user is cold nor when it is)."""
     from sidrec.io import read_json
 
     folders = [Path(rerank)] if isinstance(rerank, (str, Path)) else [Path(p) for p in rerank]
@@ -270,10 +302,13 @@ def resolve_rerank(rerank: str | Path | Sequence[str | Path], weight: float | No
             if not p.exists():
                 raise SidrecError(f"{results}: the scorer run {p} it records does not exist here; give the scorer "
                                   f"run folder(s) and λ instead (--rerank-scorer DIR --rerank-weight λ)")
+        tau = recorded.get("transition") or {}
+        tau = tau.get("weight", ((recorded.get("cold") or {}).get("others") or {}).get("transition_weight", 0.0))
         return {"paths": paths, "weight": check_weight(recorded["weight"] if weight is None else weight),
-                "group": recorded.get("group"), "source": str(folders[0])}
+                "transition_weight": check_weight(tau or 0.0), "group": recorded.get("group"),
+                "source": str(folders[0])}
     if weight is None:
         raise SidrecError(f"{folders[0]}: not a rerank folder (its results.json records no λ); give the weight λ "
                           f"with the scorer run folder(s) (--rerank-weight), or the rerank folder of `sidrec rerank` "
                           f"or a pipeline run's RUN/rerank")
-    return {"paths": folders, "weight": check_weight(weight), "group": None, "source": None}
+    return {"paths": folders, "weight": check_weight(weight), "transition_weight": 0.0, "group": None, "source": None}

@@ -58,10 +58,12 @@ def rerank_cmd(
     group: Optional[int] = typer.Option(None, help="Re-rank only the first N beams of each row (default: all)."),
     cold: bool = typer.Option(False, help="Cold rows (no train row or history <= 2) and the others get their own λ "
                                           "and recency-prior weight μ, both picked on valid."),
+    transition: bool = typer.Option(True, help="With weight auto, add the transition prior τ · log(1 + count of "
+                                               "(last history item -> beam's item)), τ picked on valid with λ."),
 ):
     """Hybrid ranking: beam log-likelihood + λ · z(SASRec logit) over each row's beams, λ picked on valid."""
-    from sidrec.rerank import rerank_eval
+    from sidrec.rerank import TRANSITION_GRID, rerank_eval
 
     report = rerank_eval(eval_, data, scorer, out, parse_weight(weight), valid_eval=valid_eval, sids=sids,
-                         group=group, cold=cold)
+                         group=group, cold=cold, transition_grid=TRANSITION_GRID if transition else (0.0,))
     print_gains(report, out)

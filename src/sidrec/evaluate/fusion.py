@@ -12,8 +12,14 @@ Cold rows (`cold_rows`: the user has no training row, or a history of at most `S
 split)` (`recency_prior`), with (λ, μ) picked on valid separately for the cold rows and the others (`pick_weights`);
 `lab/cold_rerank.py` measured it (docs/benchmarks.md, "Cold and short-history users").
 
+Every row may also get a transition prior, `+ τ · log(1 + count of (the row's last history item -> the beam's item)
+among the labelled rows before the split)` (`transition_counts`, `transition_prior`): the item-to-item signal a
+beam-level SASRec logit, z-scored within the row, flattens. τ is picked on valid with λ (and μ), from its own grid;
+`lab/rerank_signals.py` measured it and the other signals tried (docs/benchmarks.md, "Hybrid ranking").
+
 - `fuse` / `rerank_beams`: the pure re-ranking (what a serving layer calls with its `BeamResult`);
-- `pick_weight`: λ with the best valid metric on a grid;
+- `pick_weight` / `pick_weights`: λ (and the priors' weights) with the best valid metric on a grid, every point scored
+  on arrays (`beam_hits`, `ordered_ranks`);
 - `row_groups` / `group_gains`: the gain per row group.
 Reading folders and the scorer is `sidrec.rerank`'s (the scorer is a baseline, which sits above evaluation).
 """
@@ -32,6 +38,7 @@ METRIC = "NDCG@10"
 HISTORY_BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, None))  # history length, inclusive
 POPULARITY_BUCKETS = ((0, 0), (1, 9), (10, 99), (100, None))  # target's count among train targets, inclusive
 PRIOR_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # μ of the recency prior (cold re-ranking)
+TRANSITION_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0)  # τ of the transition prior
 SHORT_HISTORY = 2  # a history of at most this many items makes a row cold
 COLD = f"user without a train row or history 1-{SHORT_HISTORY}"
 
@@ -76,27 +83,28 @@ def row_weights(weight, rows: int) -> np.ndarray:
 
 
 def fused_scores(scores: np.ndarray, logits: np.ndarray, weight, group: int | None = None,
-                 prior: np.ndarray | None = None, prior_weight=0.0) -> np.ndarray:
-    """(n, B) beam log-likelihood + λ · z(logits) [+ μ · prior] over the first `group` beams; beams past the group
-    keep their score and missing beams (score -inf) stay -inf. λ and μ: one number, or one per row."""
+                 priors: Sequence[tuple[np.ndarray, object]] = ()) -> np.ndarray:
+    """(n, B) beam log-likelihood + λ · z(logits) + Σ weight · prior over the first `group` beams; beams past the
+    group keep their score and missing beams (score -inf) stay -inf. λ and each prior's weight: one number, or one per
+    row; `priors`: (an (n, B) per-beam prior, its weight) pairs (`recency_prior`, `transition_prior`)."""
     scores = np.asarray(scores, dtype=np.float64)
     g = scores.shape[1] if group is None else min(int(group), scores.shape[1])
     head = scores[:, :g]
     valid = np.isfinite(head)
     z = zscores(np.where(valid, np.asarray(logits, dtype=np.float64)[:, :g], 0.0), valid)
     fused = head + row_weights(weight, len(scores)) * z
-    if prior is not None:
+    for prior, prior_weight in priors:
         fused = fused + row_weights(prior_weight, len(scores)) * np.asarray(prior, dtype=np.float64)[:, :g]
     return np.concatenate([np.where(valid, fused, -np.inf), scores[:, g:]], axis=1)
 
 
-def fuse(scores: np.ndarray, logits: np.ndarray, weight, group: int | None = None, prior: np.ndarray | None = None,
-         prior_weight=0.0) -> np.ndarray:
+def fuse(scores: np.ndarray, logits: np.ndarray, weight, group: int | None = None,
+         priors: Sequence[tuple[np.ndarray, object]] = ()) -> np.ndarray:
     """(n, B) beam positions in fused order: the first `group` beams sorted by `fused_scores` (ties keep the beam
     order), then the rest as they were."""
     scores = np.asarray(scores, dtype=np.float64)
     g = scores.shape[1] if group is None else min(int(group), scores.shape[1])
-    head = np.argsort(-fused_scores(scores, logits, weight, g, prior, prior_weight)[:, :g], axis=1, kind="stable")
+    head = np.argsort(-fused_scores(scores, logits, weight, g, priors)[:, :g], axis=1, kind="stable")
     tail = np.broadcast_to(np.arange(g, scores.shape[1]), (len(scores), scores.shape[1] - g))
     return np.concatenate([head, tail], axis=1)
 
@@ -118,15 +126,21 @@ def beam_logits(scorer, histories: Sequence[Sequence[int]], beam_items: np.ndarr
 
 
 def rerank_beams(histories: Sequence[Sequence[int]], sid_index: np.ndarray, scores: np.ndarray, scorer,
-                 weight: float, first_item: np.ndarray, users=None, group: int | None = None
+                 weight: float, first_item: np.ndarray, users=None, group: int | None = None,
+                 transitions: tuple[np.ndarray, np.ndarray, int] | None = None, transition_weight: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank beam-search output (`Recommender.rank`: sid_index, scores) with `scorer`; `first_item` maps a SID index
-    to the item it stands for (`SidTrie.first_items()`). Returns (sid_index, fused scores), both in the new order."""
+    """Re-rank beam-search output (`Recommender.rank`: sid_index, scores) with `scorer` and, given `transitions`
+    (`transition_counts`), the transition prior weighted τ = `transition_weight`; `first_item` maps a SID index to
+    the item it stands for (`SidTrie.first_items()`). Returns (sid_index, fused scores), both in the new order."""
     sid_index = np.asarray(sid_index, dtype=np.int64)
     items = np.where(sid_index >= 0, np.asarray(first_item)[np.maximum(sid_index, 0)], -1)
     logits = beam_logits(scorer, histories, items, users)
-    fused = fused_scores(scores, logits, weight, group)
-    order = fuse(scores, logits, weight, group)
+    priors = []
+    if transitions is not None and check_weight(transition_weight) > 0:
+        last = np.array([h[-1] if len(h) else -1 for h in histories], dtype=np.int64)
+        priors.append((transition_prior(transitions, last, items), transition_weight))
+    fused = fused_scores(scores, logits, weight, group, priors)
+    order = fuse(scores, logits, weight, group, priors)
     return np.take_along_axis(sid_index, order, 1), np.take_along_axis(fused, order, 1)
 
 
@@ -144,29 +158,56 @@ def pick_weight(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Seq
                 ) -> tuple[float, dict[float, dict]]:
     """The λ of `grid` whose fused ranking has the best `metric` (exact items, as the harness scores them) on these
     rows, the smallest λ on ties; and every grid point's metrics."""
-    (best, _), table = pick_weights(scores, logits, beam_items, targets, grid, metric, group)
-    return best, {w: m for (w, _), m in table.items()}
+    (best,), table = pick_weights(scores, logits, beam_items, targets, grid, metric, group)
+    return best, {w: m for (w,), m in table.items()}
 
 
 def pick_weights(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Sequence[int],
                  grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None,
-                 prior: np.ndarray | None = None, prior_grid: Sequence[float] = (0.0,)
-                 ) -> tuple[tuple[float, float], dict[tuple[float, float], dict]]:
-    """`pick_weight` over λ in `grid` and the `prior`'s weight μ in `prior_grid`: the best (λ, μ), the smallest μ
-    and then λ on ties; and every grid point's metrics."""
-    from sidrec.evaluate.metrics import hr_ndcg, target_ranks
+                 priors: Sequence[tuple[np.ndarray, Sequence[float]]] = ()
+                 ) -> tuple[tuple[float, ...], dict[tuple[float, ...], dict]]:
+    """`pick_weight` over λ in `grid` and each prior's weight in its own grid (`priors`: (an (n, B) prior, its
+    grid) pairs; every combination is scored): the best (λ, prior weights...), on ties the smallest weights, the last
+    prior's first and λ last; and every grid point's metrics."""
+    import itertools
 
-    if not len(grid) or not len(prior_grid):
+    from sidrec.evaluate.metrics import hr_ndcg
+
+    grids = [sorted(check_weight(w) for w in grid)] + [sorted(check_weight(w) for w in g) for _, g in priors]
+    if not all(grids):
         raise SidrecError("the re-rank weight grid is empty")
+    counts, offsets = beam_hits(beam_items, targets, np.shape(scores)[1])
     table = {}
-    for mu in sorted(check_weight(m) for m in prior_grid):
-        for w in sorted(check_weight(w) for w in grid):
-            order = fuse(scores, logits, w, group, prior, mu)
-            table[w, mu] = hr_ndcg(target_ranks(ranked_items(order, beam_items), targets))
+    for point in itertools.product(*grids):
+        order = fuse(scores, logits, point[0], group, [(p, w) for (p, _), w in zip(priors, point[1:])])
+        table[point] = hr_ndcg(ordered_ranks(order, counts, offsets))
     if metric not in next(iter(table.values())):
         raise SidrecError(f"unknown metric {metric!r}; choose from {', '.join(next(iter(table.values())))}")
-    best = max(table, key=lambda k: (table[k][metric], -k[1], -k[0]))
+    best = max(table, key=lambda k: (table[k][metric], *(-w for w in reversed(k))))
     return best, table
+
+
+def beam_hits(beam_items, targets: Sequence[int], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and beam (n, width): how many items the beam stands for (its SID's colliding items; 0 for no beam), and
+    the target's position among them (-1 where the beam does not hold it). With `ordered_ranks`, the target's rank in
+    any beam order without building the item lists."""
+    counts = np.zeros((len(targets), width), dtype=np.int64)
+    offsets = np.full((len(targets), width), -1, dtype=np.int64)
+    for r, (items, target) in enumerate(zip(beam_items, targets)):
+        for b, its in enumerate(items[:width]):
+            counts[r, b] = len(its)
+            if target in its:
+                offsets[r, b] = list(its).index(target)
+    return counts, offsets
+
+
+def ordered_ranks(order: np.ndarray, counts: np.ndarray, offsets: np.ndarray, limit: int = 50) -> np.ndarray:
+    """0-based rank of each row's target in the item list of `ranked_items(order, ..., limit)`, -1 where absent:
+    `target_ranks(ranked_items(order, beam_items, limit), targets)` computed on arrays (`beam_hits`)."""
+    c, o = np.take_along_axis(counts, order, 1), np.take_along_axis(offsets, order, 1)
+    start = np.cumsum(c, axis=1) - c
+    rank = np.where(o >= 0, start + o, np.iinfo(np.int64).max).min(axis=1)
+    return np.where(rank < limit, rank, -1)
 
 
 def recency_prior(ds, split: str, window: int | None = None) -> np.ndarray:
@@ -179,6 +220,36 @@ def recency_prior(ds, split: str, window: int | None = None) -> np.ndarray:
     window = len(ds.splits["valid"]) if window is None else int(window)
     recent = np.concatenate(before)[-window:] if before and window > 0 else np.zeros(0, dtype=np.int64)
     return np.log1p(np.bincount(recent, minlength=ds.num_items)).astype(np.float64)
+
+
+def transition_counts(ds, split: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The (last history item a -> target b) pairs among the labelled rows before `split` (train for valid, train and
+    valid for test; every split for None, what a serving layer knows): their sorted keys a · num_items + b,
+    log(1 + each pair's count), and num_items."""
+    order = ("train", "valid", "test")
+    if split is not None and split not in order:
+        raise SidrecError(f"no transition prior for split {split!r}; choose valid or test")
+    keys = []
+    for s in order if split is None else order[:order.index(split)]:
+        df = ds.splits[s]
+        last = np.array([h[-1] if len(h) else -1 for h in df["history"]], dtype=np.int64)
+        keep = last >= 0
+        keys.append(last[keep] * ds.num_items + df["target"].to_numpy(dtype=np.int64)[keep])
+    keys, counts = np.unique(np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64), return_counts=True)
+    return keys, np.log1p(counts).astype(np.float64), int(ds.num_items)
+
+
+def transition_prior(table: tuple[np.ndarray, np.ndarray, int], last_items: np.ndarray,
+                     beam_items: np.ndarray) -> np.ndarray:
+    """(n, B) log(1 + count of (the row's last history item -> the beam's item)) from `transition_counts`; 0 where
+    the row has no history (last item -1), the beam no item (-1) or the pair was never seen."""
+    keys, values, num_items = table
+    last, items = np.asarray(last_items, dtype=np.int64)[:, None], np.asarray(beam_items, dtype=np.int64)
+    if not len(keys):
+        return np.zeros(items.shape)
+    query = np.maximum(last, 0) * num_items + np.maximum(items, 0)
+    at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where((last >= 0) & (items >= 0) & (keys[at] == query), values[at], 0.0)
 
 
 def cold_rows(ds, split: str, num_rows: int) -> np.ndarray:

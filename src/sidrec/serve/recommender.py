@@ -10,8 +10,10 @@ log-probabilities); items that share a SID (collisions) share its score and foll
 
 Hybrid ranking: loaded with `rerank=` (a rerank folder such as RUN/rerank, whose results.json records the SASRec
 scorer runs and λ, or the scorer run folders with `rerank_weight=λ`), each request's beams are re-ordered by
-`sidrec.evaluate.fusion.rerank_beams` (log-likelihood + λ · z(scorer logit) within the request's beams), exactly as
-`sidrec rerank` scored them; each `Recommendation` keeps the model's score and carries the fused one beside it.
+`sidrec.evaluate.fusion.rerank_beams` (log-likelihood + λ · z(scorer logit) within the request's beams, + τ · the
+transition prior from the last history item, counted over every labelled row of the dataset, when the folder records
+τ), as `sidrec rerank` scored them (the others' λ and τ for every request when it re-ranked cold rows apart); each
+`Recommendation` keeps the model's score and carries the fused one beside it.
 """
 
 from __future__ import annotations
@@ -47,8 +49,13 @@ class Recommender:
         self.beams, self.cutoff_len, self.batch_size, self.backend = beams, cutoff_len, batch_size, backend
         self.titles = dataset.titles()
         self.num_items = dataset.num_items
-        self.scorer, self.rerank_info = scorer, rerank  # rerank: {"paths", "weight", "group", "source"}
+        self.scorer, self.rerank_info = scorer, rerank  # rerank: `resolve_rerank`'s spec
         self.first_items = trie.first_items()
+        self.transitions = None  # the transition prior's counts over every labelled row, when the spec weighs it
+        if rerank is not None and rerank.get("transition_weight", 0.0) > 0:
+            from sidrec.evaluate.fusion import transition_counts
+
+            self.transitions = transition_counts(dataset, None)
 
     @classmethod
     def load(cls, model_dir: str | Path, sids_dir: str | Path, data_dir: str | Path, *, backend: str = "torch",
@@ -117,7 +124,9 @@ class Recommender:
         from sidrec.evaluate.fusion import rerank_beams
 
         sid_index, fused = rerank_beams(histories, result.sid_index, result.scores, self.scorer,
-                                        self.rerank_info["weight"], self.first_items, group=self.rerank_info["group"])
+                                        self.rerank_info["weight"], self.first_items, group=self.rerank_info["group"],
+                                        transitions=self.transitions,
+                                        transition_weight=self.rerank_info.get("transition_weight", 0.0))
         own = [dict(zip(row, scores)) for row, scores in zip(result.sid_index.tolist(), result.scores.tolist())]
         scores = np.array([[own[r][s] for s in row] for r, row in enumerate(sid_index.tolist())]).reshape(fused.shape)
         return BeamResult(sid_index, scores), fused
