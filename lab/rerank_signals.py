@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from sidrec.data.canonical import Dataset
-from sidrec.evaluate.fusion import GRID, PRIOR_GRID, cold_rows, recency_prior, zscores
+from sidrec.evaluate.fusion import (GRID, PRIOR_GRID, cold_rows, recency_prior, transition_counts, transition_prior,
+                                    zscores)
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.evaluate.stats import compare_ranks
 from sidrec.rerank import load_beams, load_checked_scorer
@@ -33,17 +34,6 @@ from sidrec.sid.io import load_sids
 from sidrec.tasks.template import sid_text
 
 WIDE = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
-
-
-def transitions(ds, split: str) -> dict:
-    order = ("train", "valid", "test")
-    pairs = {}
-    for s in order[:order.index(split)]:
-        df = ds.splits[s]
-        for h, t in zip(df["history"], df["target"]):
-            if len(h):
-                pairs[(int(h[-1]), int(t))] = pairs.get((int(h[-1]), int(t)), 0) + 1
-    return pairs
 
 
 def sequence_pairs(ds, split: str) -> dict:
@@ -79,18 +69,19 @@ def load(run: Path) -> dict:
         first = np.maximum(b["first"], 0)
         full = np.concatenate([scorer.score([list(h) for h in b["histories"][i:i + 512]])
                                for i in range(0, len(b["histories"]), 512)]).astype(np.float64)
-        lsm = full - np.log(np.exp(full - full.max(1, keepdims=True)).sum(1, keepdims=True)) - full.max(1, keepdims=True)
+        top = full.max(1, keepdims=True)
+        lsm = full - top - np.log(np.exp(full - top).sum(1, keepdims=True))
         logit = np.take_along_axis(full, first, 1)
-        pairs = transitions(ds, name)
         last = [int(h[-1]) if len(h) else -1 for h in b["histories"]]
-        trans = np.array([[np.log1p(pairs.get((l, int(f)), 0)) for f in row] for l, row in zip(last, first)])
+        trans = transition_prior(transition_counts(ds, name), np.array(last), b["first"])  # the product's
         sp = sequence_pairs(ds, name)
         seq1 = np.array([[np.log1p(sp.get((l, int(f)), 0)) for f in row] for l, row in zip(last, first)])
         multi = np.zeros_like(seq1)
         for j, decay in enumerate((1.0, 0.5, 0.25)):
             prev = [int(h[-1 - j]) if len(h) > j else -1 for h in b["histories"]]
             multi += decay * np.array([[np.log1p(sp.get((l, int(f)), 0)) for f in row] for l, row in zip(prev, first)])
-        b["f"] = {"seq": np.where(ok, seq1, 0.0), "multi": np.where(ok, multi, 0.0),"s": np.where(ok, b["scores"], 0.0), "z": zscores(np.where(ok, logit, 0.0), ok),
+        b["f"] = {"seq": np.where(ok, seq1, 0.0), "multi": np.where(ok, multi, 0.0),
+                  "s": np.where(ok, b["scores"], 0.0), "z": zscores(np.where(ok, logit, 0.0), ok),
                   "lsm": np.where(ok, np.take_along_axis(lsm, first, 1), 0.0),
                   "rec": np.where(ok, recency_prior(ds, name)[first], 0.0), "trans": np.where(ok, trans, 0.0)}
         b["ok"], b["cold"] = ok, cold_rows(ds, name, len(b["rows"]))

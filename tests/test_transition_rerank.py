@@ -1,5 +1,6 @@
-"""The transition prior of the hybrid ranking: log(1 + count of (last history item -> beam's item)) among the labelled
-rows before the split, its weight τ picked on valid with λ (and μ); and the array ranks `pick_weights` scores with."""
+"""The transition prior of the hybrid ranking: log(1 + count of (last history item -> beam's item)) among the
+labelled rows before the split, its weight τ picked on valid with λ (and μ); and the array ranks `pick_weights`
+scores with."""
 
 import json
 

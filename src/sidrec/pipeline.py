@@ -78,7 +78,8 @@ Lambda = Annotated[float, Field(ge=0.0, le=MAX_LAMBDA)]
 
 class RerankConfig(StageConfig):
     """Hybrid ranking of the final model's test beams with the scorer stage's ensemble (`sidrec.rerank`): beam
-    log-likelihood + weight · z(SASRec logit), `weight` picked on the valid split's beams (`auto`) from `grid`."""
+    log-likelihood + weight · z(SASRec logit) + τ · transition prior, `weight` and τ picked on the valid split's beams
+    (`auto`) from `grid` x `transition_grid`."""
 
     enabled: bool = False
     weight: Union[Literal["auto"], Lambda] = "auto"  # λ, or auto: the grid point with the best valid NDCG@10
@@ -315,7 +316,7 @@ STAGES = (
           "evaluate the SFT model (RL's start) for comparison"),
     Stage("eval", "eval", ("data", "sid", "sft", "rl"), _eval, help="evaluate the final model"),
     Stage("rerank", "rerank", ("data", "sid", "scorer", "eval"), _rerank, lambda c: c.rerank.enabled,
-          "re-rank the final model's beams with the scorer (λ picked on valid)"),
+          "re-rank the final model's beams with the scorer and priors (picked on valid)"),
     Stage("analyze", "analysis", ("data", "sid", "eval"), _analyze, help="bad-case analysis (the model's own ranking)"),
 )
 BY_NAME = {s.name: s for s in STAGES}

@@ -15,7 +15,8 @@ split)` (`recency_prior`), with (λ, μ) picked on valid separately for the cold
 Every row may also get a transition prior, `+ τ · log(1 + count of (the row's last history item -> the beam's item)
 among the labelled rows before the split)` (`transition_counts`, `transition_prior`): the item-to-item signal a
 beam-level SASRec logit, z-scored within the row, flattens. τ is picked on valid with λ (and μ), from its own grid;
-`lab/rerank_signals.py` measured it and the other signals tried (docs/benchmarks.md, "Hybrid ranking").
+`lab/rerank_signals.py` measured it and the other signals tried (docs/benchmarks.md, "Transition prior
+(re-ranking)").
 
 - `fuse` / `rerank_beams`: the pure re-ranking (what a serving layer calls with its `BeamResult`);
 - `pick_weight` / `pick_weights`: λ (and the priors' weights) with the best valid metric on a grid, every point scored
