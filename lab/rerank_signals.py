@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from sidrec.data.canonical import Dataset
-from sidrec.evaluate.fusion import (GRID, PRIOR_GRID, cold_rows, recency_prior, transition_counts, transition_prior,
-                                    zscores)
+from sidrec.evaluate.fusion import (GRID, PRIOR_GRID, cold_rows, last_items, recency_prior, transition_counts,
+                                    transition_prior, zscores)
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.evaluate.stats import compare_ranks
 from sidrec.rerank import load_beams, load_checked_scorer
@@ -72,7 +72,7 @@ def load(run: Path) -> dict:
         top = full.max(1, keepdims=True)
         lsm = full - top - np.log(np.exp(full - top).sum(1, keepdims=True))
         logit = np.take_along_axis(full, first, 1)
-        last = [int(h[-1]) if len(h) else -1 for h in b["histories"]]
+        last = last_items(b["histories"]).tolist()
         trans = transition_prior(transition_counts(ds, name), np.array(last), b["first"])  # the product's
         sp = sequence_pairs(ds, name)
         seq1 = np.array([[np.log1p(sp.get((l, int(f)), 0)) for f in row] for l, row in zip(last, first)])

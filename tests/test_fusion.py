@@ -11,7 +11,7 @@ from sidrec.baselines import SasrecConfig, run_sasrec
 from sidrec.baselines.sasrec import SASRec, save_checkpoint
 from sidrec.cli import app
 from sidrec.errors import SidrecError
-from sidrec.evaluate.fusion import check_weight, fuse, fused_scores, pick_weight, rerank_beams, zscores
+from sidrec.evaluate.fusion import check_weight, fuse, fused_scores, pick_weights, rerank_beams, zscores
 from sidrec.evaluate.harness import load_predictions
 from sidrec.evaluate.metrics import hr_ndcg, target_ranks
 from sidrec.rerank import rerank_eval
@@ -60,16 +60,16 @@ def test_rerank_beams_maps_sids_to_items_for_the_scorer():
     assert np.isneginf(fused[1, 2]) and (np.diff(fused[0]) <= 0).all()
 
 
-def test_pick_weight_picks_the_best_valid_grid_point():
+def test_pick_weights_picks_the_best_valid_grid_point():
     # row A: target in beam 1, which SASRec favours (needs λ > 0.094); row B: target in beam 0, which a strong SASRec
     # preference for beam 2 overturns once λ > 0.707. Only λ = 0.5 ranks both targets first.
     scores = np.array([[-1.0, -1.2, -3.0], [-1.0, -2.0, -2.5]])
     logits = np.array([[0.0, 3.0, 0.0], [0.0, 0.0, 10.0]])
     beam_items = [[[0], [1], [2]], [[3], [4], [5]]]
-    best, table = pick_weight(scores, logits, beam_items, [1, 3], grid=(1.0, 0.0, 0.5))
-    assert best == 0.5 and list(table) == [0.0, 0.5, 1.0]
-    assert table[0.5]["NDCG@1"] == 1.0 and table[0.0]["NDCG@1"] == 0.5 == table[1.0]["NDCG@1"]
-    assert pick_weight(scores, logits, beam_items, [0, 3], grid=(0.0, 0.01))[0] == 0.0  # ties: the smaller λ
+    (best,), table = pick_weights(scores, logits, beam_items, [1, 3], grid=(1.0, 0.0, 0.5))
+    assert best == 0.5 and list(table) == [(0.0,), (0.5,), (1.0,)]
+    assert table[0.5,]["NDCG@1"] == 1.0 and table[0.0,]["NDCG@1"] == 0.5 == table[1.0,]["NDCG@1"]
+    assert pick_weights(scores, logits, beam_items, [0, 3], grid=(0.0, 0.01))[0] == (0.0,)  # ties: the smaller λ
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "abc"])

@@ -14,8 +14,8 @@ import numpy as np
 
 from sidrec.errors import SidrecError
 from sidrec.evaluate.fusion import (COLD, GRID, METRIC, PRIOR_GRID, TRANSITION_GRID, beam_logits, check_weight,
-                                    cold_rows, fuse, fused_scores, group_gains, pick_weights, ranked_items,
-                                    recency_prior, row_groups, transition_counts, transition_prior)
+                                    cold_rows, fuse, fused_scores, group_gains, last_items, pick_weights,
+                                    ranked_items, recency_prior, row_groups, transition_counts, transition_prior)
 
 
 def _model_folder(path: str | Path) -> Path:
@@ -156,11 +156,12 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
         b["logits"] = beam_logits(scorer, b["histories"], b["first"], b["users"])
         b["weight"], b["priors"] = weight, {}  # priors: name -> [(n, B) prior, its weight: one, or one per row]
         if cold:
+            b["cold"] = cold_rows(ds, b["split"], len(b["rows"]))
             prior = recency_prior(ds, b["split"])
             b["priors"]["recency"] = [np.where(b["first"] >= 0, prior[np.maximum(b["first"], 0)], 0.0), 0.0]
         if use_transition:
-            last = np.array([h[-1] if len(h) else -1 for h in b["histories"]], dtype=np.int64)
-            b["priors"]["transition"] = [transition_prior(transition_counts(ds, b["split"]), last, b["first"]), 0.0]
+            b["priors"]["transition"] = [transition_prior(transition_counts(ds, b["split"]), last_items(b["histories"]),
+                                                          b["first"]), 0.0]
     prior_grids = {"recency": prior_grid, "transition": transition_grid}
     weight_keys = {"recency": "prior_weight", "transition": "transition_weight"}
 
@@ -175,7 +176,6 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
         cold_info = {"rows": COLD, "prior": "log(1 + count of the beam's item among the last labelled interactions "
                      "before the split)", "window": len(ds.splits["valid"])}
         v = splits["valid"]
-        v["cold"] = cold_rows(ds, "valid", len(v["rows"]))
         for part, rows in (("cold", v["cold"]), ("others", ~v["cold"])):
             idx = np.flatnonzero(rows) if rows.any() else np.arange(len(rows))  # no valid rows: picked on all
             point, t = pick(idx)
@@ -183,10 +183,10 @@ def rerank_eval(eval_dir: str | Path, data_dir: str | Path, scorer_paths: Sequen
                                "valid_rows": int(rows.sum()), f"valid_{metric}": t[point][metric]}
         weight = cold_info["others"]["weight"]
         for b in splits.values():
-            rows = cold_rows(ds, b["split"], len(b["rows"]))
-            b["weight"] = np.where(rows, cold_info["cold"]["weight"], weight)
+            b["weight"] = np.where(b["cold"], cold_info["cold"]["weight"], weight)
             for name, entry in b["priors"].items():
-                entry[1] = np.where(rows, cold_info["cold"][weight_keys[name]], cold_info["others"][weight_keys[name]])
+                entry[1] = np.where(b["cold"], cold_info["cold"][weight_keys[name]],
+                                    cold_info["others"][weight_keys[name]])
     elif auto:
         point, table = pick(np.arange(len(splits["valid"]["rows"])))
         weight, picked = point[0], {weight_keys[n]: w for n, w in zip(splits["valid"]["priors"], point[1:])}

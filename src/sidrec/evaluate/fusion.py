@@ -5,7 +5,7 @@ For each row, the first `group` beams (all by default) are re-ordered by
     fused = beam log-likelihood + λ · z,   z = the scorer's logit of the beam's item, z-scored within the row's group
 
 (the KL-regularised optimum of GRPO with the collaborative reward, `lab/rl_fusion_bound.py`); beams below the group
-keep their order, λ = 0 is the model's own ranking. λ is picked on the VALID split (`pick_weight`), never on test.
+keep their order, λ = 0 is the model's own ranking. λ is picked on the VALID split (`pick_weights`), never on test.
 
 Cold rows (`cold_rows`: the user has no training row, or a history of at most `SHORT_HISTORY` items) may get their own
 λ and a recency prior, `+ μ · log(1 + count of the beam's item among the last labelled interactions before the
@@ -19,8 +19,8 @@ beam-level SASRec logit, z-scored within the row, flattens. τ is picked on vali
 (re-ranking)").
 
 - `fuse` / `rerank_beams`: the pure re-ranking (what a serving layer calls with its `BeamResult`);
-- `pick_weight` / `pick_weights`: λ (and the priors' weights) with the best valid metric on a grid, every point scored
-  on arrays (`beam_hits`, `ordered_ranks`);
+- `pick_weights`: λ (and the priors' weights) with the best valid metric on a grid, every point scored on arrays
+  (`beam_hits`, `ordered_ranks`);
 - `row_groups` / `group_gains`: the gain per row group.
 Reading folders and the scorer is `sidrec.rerank`'s (the scorer is a baseline, which sits above evaluation).
 """
@@ -138,8 +138,7 @@ def rerank_beams(histories: Sequence[Sequence[int]], sid_index: np.ndarray, scor
     logits = beam_logits(scorer, histories, items, users)
     priors = []
     if transitions is not None and check_weight(transition_weight) > 0:
-        last = np.array([h[-1] if len(h) else -1 for h in histories], dtype=np.int64)
-        priors.append((transition_prior(transitions, last, items), transition_weight))
+        priors.append((transition_prior(transitions, last_items(histories), items), transition_weight))
     fused = fused_scores(scores, logits, weight, group, priors)
     order = fuse(scores, logits, weight, group, priors)
     return np.take_along_axis(sid_index, order, 1), np.take_along_axis(fused, order, 1)
@@ -154,22 +153,14 @@ def ranked_items(order: np.ndarray, beam_items: Sequence[Sequence[Sequence[int]]
     return out
 
 
-def pick_weight(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Sequence[int],
-                grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None
-                ) -> tuple[float, dict[float, dict]]:
-    """The λ of `grid` whose fused ranking has the best `metric` (exact items, as the harness scores them) on these
-    rows, the smallest λ on ties; and every grid point's metrics."""
-    (best,), table = pick_weights(scores, logits, beam_items, targets, grid, metric, group)
-    return best, {w: m for (w,), m in table.items()}
-
-
 def pick_weights(scores: np.ndarray, logits: np.ndarray, beam_items, targets: Sequence[int],
                  grid: Sequence[float] = GRID, metric: str = METRIC, group: int | None = None,
                  priors: Sequence[tuple[np.ndarray, Sequence[float]]] = ()
                  ) -> tuple[tuple[float, ...], dict[tuple[float, ...], dict]]:
-    """`pick_weight` over λ in `grid` and each prior's weight in its own grid (`priors`: (an (n, B) prior, its
-    grid) pairs; every combination is scored): the best (λ, prior weights...), on ties the smallest weights, the last
-    prior's first and λ last; and every grid point's metrics."""
+    """The λ of `grid` and each prior's weight in its own grid (`priors`: (an (n, B) prior, its grid) pairs; every
+    combination is scored) whose fused ranking has the best `metric` (exact items, as the harness scores them) on
+    these rows: the best (λ, prior weights...), on ties the smallest weights, the last prior's first and λ last; and
+    every grid point's metrics."""
     import itertools
 
     from sidrec.evaluate.metrics import hr_ndcg
@@ -223,6 +214,11 @@ def recency_prior(ds, split: str, window: int | None = None) -> np.ndarray:
     return np.log1p(np.bincount(recent, minlength=ds.num_items)).astype(np.float64)
 
 
+def last_items(histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """Each history's last (most recent) item, -1 for an empty history."""
+    return np.fromiter((h[-1] if len(h) else -1 for h in histories), dtype=np.int64, count=len(histories))
+
+
 def transition_counts(ds, split: str | None) -> tuple[np.ndarray, np.ndarray, int]:
     """The (last history item a -> target b) pairs among the labelled rows before `split` (train for valid, train and
     valid for test; every split for None, what a serving layer knows): their sorted keys a · num_items + b,
@@ -233,7 +229,7 @@ def transition_counts(ds, split: str | None) -> tuple[np.ndarray, np.ndarray, in
     keys = []
     for s in order if split is None else order[:order.index(split)]:
         df = ds.splits[s]
-        last = np.array([h[-1] if len(h) else -1 for h in df["history"]], dtype=np.int64)
+        last = last_items(df["history"])
         keep = last >= 0
         keys.append(last[keep] * ds.num_items + df["target"].to_numpy(dtype=np.int64)[keep])
     keys, counts = np.unique(np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64), return_counts=True)
