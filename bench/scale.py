@@ -32,9 +32,9 @@ and 10^6; --quick: 10^4 like the other item stages); the other item stages at --
 
 Writes bench/out/scale.json, bench/out/scale.md (the table) and bench/out/scale.png (log-log seconds and peak RSS
 against size, one line per stage). `--plot-from scale.json --png PATH` only redraws the plot from recorded rows.
-10^8 interactions run only when asked (`--stages interactions --interactions 1e6,1e7,1e8`: the Parquet import passed
-20 GiB, more than a 24 GiB machine leaves it, docs/benchmarks.md); otherwise the table extrapolates them from the measured curve (a power law through the two
-largest sizes) and says so.
+10^8 interactions run only when asked (`--stages interactions --interactions 1e6,1e7,1e8`: ~4 min to generate the log
+and its 10^7-item table, then ~11 min and ~14 GiB for the Parquet import, docs/benchmarks.md); otherwise the table
+extrapolates them from the measured curve (a power law through the two largest sizes) and says so.
 """
 
 from __future__ import annotations

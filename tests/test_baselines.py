@@ -262,3 +262,19 @@ def test_cli_sasrec_config_and_set(data, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["hidden"] == 16 and manifest["config"]["max_epochs"] == 2
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_pad_histories_from_the_arrow_column_equals_the_list_path():
+    import pyarrow as pa
+
+    from sidrec.baselines.sasrec import pad_histories
+    from sidrec.data.canonical import HISTORY_TYPE
+
+    rng = np.random.default_rng(3)
+    lists = [rng.integers(0, 50, rng.integers(0, 9)).tolist() for _ in range(40)]
+    col = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
+        [pa.array(lists[:17], HISTORY_TYPE), pa.array(lists[17:], HISTORY_TYPE)])))  # two chunks, empty rows too
+    for max_len in (1, 4, 12):
+        want = pad_histories(lists, max_len, 50)
+        assert torch.equal(pad_histories(col, max_len, 50), want)
+        assert torch.equal(pad_histories(col.iloc[5:30], max_len, 50), want[5:30])  # a slice across the chunks

@@ -61,3 +61,29 @@ def test_atomic_write_leaves_nothing_on_crash(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_histories_are_arrow_and_errors_name_the_row_across_chunks(tmp_path):
+    import pyarrow as pa
+
+    from sidrec.data.canonical import HISTORY_TYPE
+
+    items, splits = tiny_frames()
+    ds = Dataset.from_frames(items, splits)
+    assert all(isinstance(df["history"].dtype, pd.ArrowDtype) for df in ds.splits.values())
+    ds.save(tmp_path / "ds")
+    back = Dataset.load(tmp_path / "ds")
+    assert isinstance(back.splits["train"]["history"].dtype, pd.ArrowDtype)
+    assert back.splits["train"]["history"].iloc[1] == [0, 1] and [len(h) for h in back.splits["train"]["history"]] \
+        == [1, 2, 1]
+    # three rows in two Arrow chunks: the bad row is the second chunk's first, row 2 of the split
+    for bad, message in (([42], "row 2: history item 42 is not in the catalogue"), ([], "row 2: empty history")):
+        items, splits = tiny_frames()
+        splits["train"]["history"] = pd.arrays.ArrowExtensionArray(pa.chunked_array(
+            [pa.array([[0], [0, 1]], HISTORY_TYPE), pa.array([bad], HISTORY_TYPE)]))
+        with pytest.raises(SidrecError, match=message):
+            Dataset.from_frames(items, splits)
+    items, splits = tiny_frames()
+    splits["train"]["history"] = [[0], ["x"], [2]]
+    with pytest.raises(SidrecError, match="split 'train': 'history' must hold lists of integer item ids"):
+        Dataset.from_frames(items, splits)

@@ -102,3 +102,36 @@ def test_bad_time_far_down_a_csv(tmp_path, csvs):
     log.write_text("uid,sku,ts\n" + "u1,a,5\n" * 12_000 + "u1,a,later\n")
     with pytest.raises(SidrecError, match=r"long.csv:12002: 'ts' value 'later'"):
         imp(tmp_path, log, csvs[1])
+
+
+def test_cleaned_item_table_is_removed_after_success_and_failure(tmp_path, csvs):
+    ds = imp(tmp_path, *csvs)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "items.parquet", "manifest.json", "meta.json", "test.parquet", "train.parquet", "users.parquet",
+        "valid.parquet"]  # the spill of cleaned item text is gone
+    assert isinstance(ds.splits["train"]["history"].dtype, pd.ArrowDtype)  # one Arrow column, no list per row
+    with pytest.raises(SidrecError, match="k-core"):
+        imp(tmp_path, *csvs, user_k=4)
+    assert not (tmp_path / "out" / ".items-cleaned.tmp").exists() and (tmp_path / "out" / "manifest.json").exists()
+    with pytest.raises(SidrecError, match="k-core"):
+        import_interactions(csvs[0], csvs[1], tmp_path / "new", user_col="uid", item_col="sku", time_col="ts",
+                            item_id_col="sku", title_col="name", user_k=4)
+    assert not (tmp_path / "new").exists()  # the folder the failed import made is gone with its spill
+
+
+def test_a_log_too_large_for_memory_is_refused_before_work(tmp_path, csvs, monkeypatch):
+    from sidrec.data import interactions
+
+    monkeypatch.setattr(interactions, "available_memory", lambda: 2**20)  # 1 MiB free
+    with pytest.raises(SidrecError, match=r"log.csv: ~\d+ interactions need about 0.5 GiB in the data stage, but 0.0 "
+                                          r"GiB is available; first cut the log"):
+        imp(tmp_path, *csvs)
+    assert not (tmp_path / "out").exists()
+    log = tmp_path / "log.parquet"
+    pd.DataFrame(LOG, columns=["uid", "sku", "ts"]).to_parquet(log)
+    monkeypatch.setattr(interactions, "BYTES_PER_INTERACTION", 2**30)  # counted from the Parquet metadata: 15 rows
+    monkeypatch.setattr(interactions, "available_memory", lambda: 14 * 2**30)
+    with pytest.raises(SidrecError, match=r"log.parquet: 15 interactions need about 15.5 GiB"):
+        imp(tmp_path, log, csvs[1])
+    monkeypatch.setattr(interactions, "available_memory", lambda: None)  # unknown: no check
+    assert imp(tmp_path, log, csvs[1]).counts()["num_train"] == 8

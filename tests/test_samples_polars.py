@@ -1,6 +1,6 @@
-"""make_samples orders the samples and bounds their histories with polars, then makes the lists once from shared
-int objects; these check it against the per-sample numpy/list algorithm it replaced (kept here as the reference),
-on random logs."""
+"""make_samples orders the samples and bounds their histories with polars, then gathers them into one Arrow list
+column; these check it against the per-sample numpy/list algorithm it replaced (kept here as the reference), on
+random logs."""
 
 import numpy as np
 import pandas as pd
@@ -55,13 +55,16 @@ def test_samples_and_split_match_the_reference(seed):
             assert_same(part.reset_index(drop=True), chrono_split(want)[name].reset_index(drop=True))
 
 
-def test_history_lists_share_item_ints():
-    # one user, 300 distinct items then two repeats of item 299: ids above 256 are not CPython's cached small ints
+def test_histories_are_one_arrow_column():
+    # one user, 300 distinct items then two repeats of item 299; made 50 samples at a time (several Arrow chunks)
     items = [f"i{k}" for k in range(300)] + ["i299", "i299"]
     inter = number(pl.DataFrame({"user": ["a"] * 302, "item": items, "timestamp": range(302), "row": range(302)}))
-    h = make_samples(inter, 3)["history"].tolist()
-    assert h[-1] == [298, 299, 299] and h[-2] == [297, 298, 299]
-    assert h[-1][1] is h[-1][2] is h[-2][2]  # one int object per item id, not one per history element
+    col = make_samples(inter, 3, chunk=50)["history"]
+    assert isinstance(col.dtype, pd.ArrowDtype)  # flat ids + offsets: no Python list or int object per sample
+    h = col.tolist()
+    assert h[-1] == [298, 299, 299] and h[-2] == [297, 298, 299] and h[0] == [0] and h[2] == [0, 1, 2]
+    assert col.iloc[-1] == [298, 299, 299] and [len(x) for x in col][:4] == [1, 2, 3, 3]
+    assert col.array.nbytes <= 8 * sum(map(len, h)) + 4 * (len(h) + 7) + 64  # 8 bytes an item, 4 a row
 
 
 def test_build_dataset_matches_the_reference_split():

@@ -4,20 +4,31 @@ SID strings made only for the items an evaluation looks at."""
 import numpy as np
 import polars as pl
 
-from sidrec.data.interactions import _items
+from sidrec.data.interactions import _clean_items
 from sidrec.evaluate.generative import ItemSids
 from sidrec.tasks.template import sid_text
 
 
-def test_item_table_cleaned_in_chunks_is_the_one_pass_table():
-    table = pl.DataFrame({"item_id_col": [str(i) for i in range(7)],
-                          "title_col": ["a <b>bolt</b>", "", "nut", None, "gear&amp;co", "x", "  "],
-                          "description_col": ["d1", None, "<p>d3</p>", "d4", "", "d6", "d7"],
-                          "categories_col": ["A|B", None, "C", "", "D|<i>E</i>", "F", "G"]})
-    whole = _items(table, chunk=100)
-    assert whole["item"].to_list() == ["0", "2", "4", "5"]  # no title: skipped
+def test_item_table_cleaned_in_chunks_is_the_one_pass_table(tmp_path):
+    table = tmp_path / "items.csv"
+    pl.DataFrame({"sku": [str(i) for i in range(7)],
+                  "name": ["a <b>bolt</b>", "", "nut", None, "gear&amp;co", "x", "  "],
+                  "description": ["d1", None, "<p>d3</p>", "d4", "", "d6", "d7"],
+                  "categories": ["A|B", None, "C", "", "D|<i>E</i>", "F", "G"]}).write_csv(table)
+
+    def cleaned(chunk):
+        spill = tmp_path / f"spill-{chunk}"
+        skipped = _clean_items(table, spill, "sku", "name", None, None, None, chunk=chunk)
+        parts = sorted(spill.glob("*.parquet"))
+        return skipped, len(parts), pl.read_parquet(parts)
+
+    skipped, parts, whole = cleaned(100)
+    assert (skipped, parts) == (3, 1) and whole["item"].to_list() == ["0", "2", "4", "5"]  # no title: skipped
+    assert whole["title"].to_list() == ["a bolt", "nut", "gear&co", "x"]
+    assert whole["categories"].to_list() == [["A", "B"], ["C"], ["D", "E"], ["F"]]
     for chunk in (1, 2, 3):
-        assert _items(table, chunk=chunk).equals(whole)
+        skipped, parts, df = cleaned(chunk)
+        assert skipped == 3 and parts == -(-7 // chunk) and df.equals(whole)  # one file per chunk, the same rows
 
 
 def test_item_sids_are_made_on_demand():

@@ -106,3 +106,17 @@ def test_pipeline_config_checks_the_transition_grid():
         with pytest.raises(SidrecError, match=message) as e:
             load_pipeline_config("configs/smoke.yaml", [bad])
         assert "\n" not in str(e.value)
+
+
+def test_last_items_and_lengths_from_the_arrow_column_equal_the_list_path():
+    import pyarrow as pa
+
+    from sidrec.data.canonical import HISTORY_TYPE, history_lengths
+    from sidrec.evaluate.fusion import last_items
+
+    lists = [[3], [], [4, 5, 6], [7, 8], [], [9]]
+    col = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
+        [pa.array(lists[:2], HISTORY_TYPE), pa.array(lists[2:], HISTORY_TYPE)])))
+    assert last_items(col).tolist() == last_items(lists).tolist() == [3, -1, 6, 8, -1, 9]
+    assert last_items(col.iloc[1:5]).tolist() == [-1, 6, 8, -1]
+    assert history_lengths(col).tolist() == [1, 0, 3, 2, 0, 1]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 
 from sidrec.baselines.config import SasrecConfig
-from sidrec.data.canonical import Dataset
+from sidrec.data.canonical import Dataset, history_chunks
 from sidrec.errors import SidrecError
 from sidrec.evaluate import hr_ndcg, write_evaluation
 from sidrec.evaluate.harness import MAX_PREDICTIONS
@@ -96,8 +97,18 @@ class SASRec(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------- data
 def pad_histories(histories: Sequence[Sequence[int]], max_len: int, pad: int) -> torch.Tensor:
-    """Left-pad (keeping the most recent `max_len` items) so the newest item always sits at the last position."""
+    """Left-pad (keeping the most recent `max_len` items) so the newest item always sits at the last position.
+    A split's Arrow `history` column is padded from its flat arrays, without a Python list per row."""
     out = np.full((len(histories), max_len), pad, dtype=np.int64)
+    if isinstance(getattr(histories, "dtype", None), pd.ArrowDtype):
+        first = 0
+        for lengths, flat in history_chunks(histories):
+            keep = np.minimum(lengths, max_len)
+            j = np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep)  # place among a row's kept items
+            out[first + np.repeat(np.arange(len(keep)), keep), np.repeat(max_len - keep, keep) + j] = \
+                flat[np.repeat(np.cumsum(lengths) - keep, keep) + j]
+            first += len(lengths)
+        return torch.from_numpy(out)
     for i, h in enumerate(histories):
         h = list(h)[-max_len:]
         if h:
@@ -110,7 +121,7 @@ def _split_tensors(ds: Dataset, name: str, max_len: int) -> tuple[torch.Tensor, 
     if len(df) == 0:
         raise SidrecError(f"split '{name}' is empty; SASRec needs rows in train, valid and test")
     targets = torch.tensor(df["target"].to_numpy(), dtype=torch.int64)
-    return pad_histories(df["history"].tolist(), max_len, ds.num_items), targets
+    return pad_histories(df["history"], max_len, ds.num_items), targets
 
 
 @torch.no_grad()

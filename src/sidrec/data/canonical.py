@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sidrec.errors import SidrecError
 from sidrec.io import atomic_path, check_folder, read_json, read_manifest, read_parquet, write_json, write_manifest
+
+HISTORY_TYPE = pa.list_(pa.int64())
 
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
@@ -48,8 +51,41 @@ SPLIT_SCHEMA = pa.schema(
 )
 
 
+def history_array(values) -> pd.api.extensions.ExtensionArray:
+    """A split's `history` column as one Arrow list array (flat item ids plus offsets), whatever it came as: Python
+    lists, an Arrow array or an Arrow-backed column. A row still reads as a Python list (`df["history"].iloc[r]`,
+    iteration, `tolist()`), made when asked for; the column itself costs 8 bytes an item and 4 a row, where a list
+    object per row costs ~100 bytes more (and an int object per item 32 more, unless shared)."""
+    if isinstance(values, pd.Series):
+        values = values.array
+    if isinstance(getattr(values, "dtype", None), pd.ArrowDtype):
+        arr = values.__arrow_array__()  # the column's own chunks, no copy
+    elif isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values
+    else:
+        arr = pa.array([list(h) if h is not None else None for h in values], type=HISTORY_TYPE)
+    if arr.type != HISTORY_TYPE:
+        arr = arr.cast(HISTORY_TYPE)
+    return pd.arrays.ArrowExtensionArray(arr)
+
+
+def history_chunks(values):
+    """A history column's Arrow chunks as (lengths int64, flat item ids) numpy pairs: what code that reads every row
+    works on, in place of a list per row. Row r of a chunk is flat[ends[r] - lengths[r]:ends[r]], ends the cumsum."""
+    for chunk in history_array(values).__arrow_array__().chunks:
+        lengths = pc.list_value_length(chunk).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        yield lengths, pc.list_flatten(chunk).to_numpy(zero_copy_only=False)
+
+
+def history_lengths(values) -> np.ndarray:
+    """Each row's history length (int64), read from the Arrow offsets without making the rows' lists."""
+    parts = [lengths for lengths, _ in history_chunks(values)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
-    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    # without pandas' metadata: the column types are the schema's, whatever pandas dtype held them
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False).replace_schema_metadata(None)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -90,6 +126,11 @@ class Dataset:
         fixed = {}
         for name in SPLITS:
             df = splits[name].copy()
+            try:
+                df["history"] = history_array(df["history"])
+            except (pa.ArrowException, TypeError, ValueError) as e:
+                raise SidrecError(f"split '{name}': 'history' must hold lists of integer item ids "
+                                  f"({str(e).splitlines()[0]})") from None
             if "timestamp" not in df:
                 df["timestamp"] = None
             fixed[name] = df.reset_index(drop=True)
@@ -169,13 +210,18 @@ class Dataset:
                 r = int(bad_t[0])
                 raise SidrecError(f"{source}: split '{name}' row {r}: target item {df['target'].iloc[r]} is not in "
                                   f"the catalogue of {n} items ({len(bad_t)} such rows)")
-            for r, hist in enumerate(df["history"].tolist()):
-                if len(hist) == 0:
-                    raise SidrecError(f"{source}: split '{name}' row {r}: empty history")
-                for it in hist:
-                    if not 0 <= it < n:
-                        raise SidrecError(f"{source}: split '{name}' row {r}: history item {it} is not in the "
-                                          f"catalogue of {n} items")
+            first = 0  # checked on each Arrow chunk's flat arrays, not row by row
+            for lengths, flat in history_chunks(df["history"]):
+                if (lengths == 0).any():
+                    r = first + int(np.argmax(lengths == 0))
+                    raise SidrecError(f"{source}: split '{name}' row {r}: empty history; every sample needs at least "
+                                      f"one history item")
+                bad = np.flatnonzero((flat < 0) | (flat >= n))
+                if len(bad):
+                    r = first + int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))
+                    raise SidrecError(f"{source}: split '{name}' row {r}: history item {flat[bad[0]]} is not in the "
+                                      f"catalogue of {n} items")
+                first += len(lengths)
 
     # ------------------------------------------------------------------ disk
     def save(self, folder: str | Path, stage: str = "data", config=None, inputs=None, seconds=None) -> Path:
@@ -197,11 +243,7 @@ class Dataset:
             ("items", ITEM_SCHEMA), ("users", USER_SCHEMA), *((s, SPLIT_SCHEMA) for s in SPLITS))}
         items, users = tables["items"], tables["users"]
         items["categories"] = [list(c) if c is not None else [] for c in items["categories"]]
-        splits = {}
-        for name in SPLITS:
-            df = tables[name]
-            df["history"] = [list(map(int, h)) for h in df["history"]]
-            splits[name] = df
+        splits = {name: tables[name] for name in SPLITS}
         redo = "re-run the data stage that wrote the folder"
         meta = read_json(folder / "meta.json", hint=redo)
         if not isinstance(meta, dict):
@@ -233,4 +275,8 @@ def _table(folder: Path, name: str, schema) -> pd.DataFrame:
     missing = [c for c in schema.names if c not in table.column_names]
     if missing:
         raise SidrecError(f"{path}: missing column(s) {missing}; {redo}")
-    return table.to_pandas()
+    if "history" not in schema.names:
+        return table.to_pandas(ignore_metadata=True)
+    df = table.drop_columns(["history"]).to_pandas(ignore_metadata=True)
+    df.insert(min(1, len(df.columns)), "history", history_array(table["history"]))  # stays Arrow: no list per row
+    return df

@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 
-from sidrec.data.canonical import SPLITS, Dataset
+from sidrec.data.canonical import HISTORY_TYPE, SPLITS, Dataset, history_array
 from sidrec.errors import SidrecError
 
 TITLE_MAX_WORDS = 20
@@ -146,9 +147,9 @@ def make_samples(inter: pl.DataFrame, max_history: int, chunk: int = 1_000_000) 
     """One sample per interaction after each user's first, in stable target-timestamp order.
 
     `inter` must come from `number` (sorted by uid, timestamp). polars orders the samples and gives each its
-    history's bounds in `inter` (the previous up-to-`max_history` rows of the same user); the histories become
-    Python lists (what the Dataset holds) only at the end, `chunk` samples at a time, as slices of one list of
-    shared int objects (one per item id): an int object per history element would cost 32 bytes more each.
+    history's bounds in `inter` (the previous up-to-`max_history` rows of the same user); the histories are then
+    gathered from the item column into one Arrow list column (`canonical.history_array`), `chunk` samples at a
+    time, so no Python object is made per sample or per history item.
     """
     samples = (inter.lazy().with_row_index("end")
                .with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64).over("uid"))  # place in the user's log
@@ -158,13 +159,18 @@ def make_samples(inter: pl.DataFrame, max_history: int, chunk: int = 1_000_000) 
                        begin=pl.col("end").cast(pl.Int64) - pl.min_horizontal("pos", max_history))
                .sort("timestamp", maintain_order=True)  # stable: ties stay in (user, time) order
                .collect())
-    iid = inter["iid"].to_numpy()
-    items = np.arange(int(iid.max()) + 1 if len(iid) else 0).astype(object)[iid].tolist()  # shared ints
+    iid = inter["iid"].to_numpy().astype(np.int64)
     begin, end = samples["begin"].to_numpy(), samples["end"].to_numpy()
-    history = []
+    samples = samples.drop("begin", "end")
+    parts = []
+    chunk = max(1, min(chunk, (2**31 - 1) // max_history))  # a chunk's flat ids fit the list type's int32 offsets
     for a in range(0, len(begin), chunk):
-        history += [items[b:e] for b, e in zip(begin[a:a + chunk].tolist(), end[a:a + chunk].tolist())]
-    return pd.DataFrame({"user": samples["user"].to_numpy(), "history": history,
+        b, length = begin[a:a + chunk], end[a:a + chunk] - begin[a:a + chunk]
+        offsets = np.concatenate([[0], np.cumsum(length)])
+        flat = iid[np.repeat(b - offsets[:-1], length) + np.arange(offsets[-1])]  # history r = iid[b[r]:end[r]]
+        parts.append(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat)))
+    history = pa.chunked_array(parts, type=HISTORY_TYPE)
+    return pd.DataFrame({"user": samples["user"].to_numpy(), "history": history_array(history),
                          "target": samples["target"].to_numpy(), "timestamp": samples["timestamp"].to_numpy()})
 
 
@@ -176,11 +182,17 @@ def chrono_split(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 # ---------------------------------------------------------------------------------------------------- all of it
-def build_dataset(inter: pl.DataFrame, items: pl.DataFrame, *, source: str, items_source: str, name: str,
-                  start: str | None, end: str | None, user_k: int, item_k: int, max_history: int,
+def build_dataset(inter: pl.DataFrame, items: pl.DataFrame | pl.LazyFrame, *, source: str, items_source: str,
+                  name: str, start: str | None, end: str | None, user_k: int, item_k: int, max_history: int,
                   skipped: dict | None = None, meta: dict | None = None) -> Dataset:
     """Apply the rules above to `inter` (user, item, timestamp, row) and `items` (item, title, description, brand,
     categories; one row per usable item) and return the canonical Dataset.
+
+    Memory: the user and item id strings become integer codes first (the item join is also the usable-title
+    filter), so the window, the k-core and the numbering run on four integer columns; `items` may be a LazyFrame
+    (e.g. a scan of a Parquet file), of which only the item ids are read until the end, and then only the text of the
+    items that survive the k-core. Pass `inter` as a temporary (`build_dataset(read_log(...), ...)`): then the
+    frame with the id strings is freed once coded.
 
     `source`/`items_source` name the files in error messages. Raises SidrecError naming the step that left nothing.
     """
@@ -192,13 +204,17 @@ def build_dataset(inter: pl.DataFrame, items: pl.DataFrame, *, source: str, item
     if inter.height == 0:
         raise SidrecError(f"{source}: no interactions in the file")
 
+    items = items.lazy()
+    codes = items.select("item").with_row_index("code").collect()  # an item's code: its row in `items`
     n = inter.height
-    inter = inter.filter(pl.col("item").is_in(items["item"].implode()))
+    inter = inter.join(codes, on="item", how="inner", maintain_order="left").drop("item")
     skipped["interactions_without_item"] = n - inter.height
     funnel["with_titled_item"] = inter.height
     if inter.height == 0:
         raise SidrecError(f"{source}: none of the {n} interactions has an item with a usable title in {items_source} "
                           f"(item ids must match; item rows skipped: {_skips(skipped)})")
+    user_names = inter.group_by("user").agg(first=pl.col("row").min())  # a user's code: their first row
+    inter = inter.select(user=pl.col("row").min().over("user"), item="code", timestamp="timestamp", row="row")
 
     n, t_min, t_max = inter.height, inter["timestamp"].min(), inter["timestamp"].max()
     inter = apply_window(inter, lo, hi)
@@ -215,20 +231,27 @@ def build_dataset(inter: pl.DataFrame, items: pl.DataFrame, *, source: str, item
                           f"left after the time window; lower --user-k/--item-k or widen the window")
 
     inter = number(inter)
-    item_raw = inter.unique("iid").sort("iid")["item"]
-    user_raw = inter.unique("uid").sort("uid")["user"]
-    inter = inter.select("uid", "iid", "timestamp")  # the id strings are not needed past here
+    item_code = inter.unique("iid").sort("iid")["item"]
+    user_code = inter.unique("uid").sort("uid")["user"]
+    inter = inter.select("uid", "iid", "timestamp")
     samples = make_samples(inter, max_history)
+    num_interactions = inter.height
+    del inter
     splits = chrono_split(samples)
     if any(len(df) == 0 for df in splits.values()):
         sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
         raise SidrecError(f"{source}: only {len(samples)} samples after filtering ({sizes}); every split of the 8:1:1 "
                           f"cut needs at least one; lower --user-k/--item-k or widen the window")
 
-    catalogue = pl.DataFrame({"item": item_raw}).join(items, on="item", how="left", maintain_order="left")
-    items_df = catalogue.rename({"item": "asin"}).with_columns(item_id=pl.int_range(pl.len(), dtype=pl.Int64))
+    kept = (items.with_row_index("code").filter(pl.col("code").is_in(item_code.implode()))
+            .collect(engine="streaming"))  # the text of the surviving items only
+    catalogue = pl.DataFrame({"code": item_code}).join(kept, on="code", how="left", maintain_order="left")
+    items_df = catalogue.drop("code").rename({"item": "asin"}).with_columns(item_id=pl.int_range(pl.len(),
+                                                                                                 dtype=pl.Int64))
     items_df = items_df.to_pandas()
     items_df["categories"] = [list(c) if c is not None else [] for c in items_df["categories"]]
+    user_raw = (pl.DataFrame({"first": user_code})
+                .join(user_names, on="first", how="left", maintain_order="left")["user"])
     users = pd.DataFrame({"user": np.arange(len(user_raw), dtype=np.int64), "user_raw": user_raw.to_list()})
 
     meta = {
@@ -239,7 +262,7 @@ def build_dataset(inter: pl.DataFrame, items: pl.DataFrame, *, source: str, item
                    "rule": "start_ts <= timestamp <= end_ts (first second of each month, UTC)"},
         "kcore": {"user_k": user_k, "item_k": item_k, "rounds": rounds},
         "split": SPLIT_RULE,
-        "num_interactions": inter.height,
+        "num_interactions": num_interactions,
         "funnel": funnel,
         "skipped": skipped,
     }

@@ -31,7 +31,9 @@ import math
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
+from sidrec.data.canonical import history_chunks, history_lengths
 from sidrec.errors import SidrecError
 
 GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -215,7 +217,13 @@ def recency_prior(ds, split: str, window: int | None = None) -> np.ndarray:
 
 
 def last_items(histories: Sequence[Sequence[int]]) -> np.ndarray:
-    """Each history's last (most recent) item, -1 for an empty history."""
+    """Each history's last (most recent) item, -1 for an empty history (a split's Arrow column: from its flat
+    arrays, without a list per row)."""
+    if isinstance(getattr(histories, "dtype", None), pd.ArrowDtype):
+        parts = []
+        for lengths, flat in history_chunks(histories):
+            parts.append(np.where(lengths > 0, flat[np.maximum(np.cumsum(lengths) - 1, 0)] if len(flat) else -1, -1))
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
     return np.fromiter((h[-1] if len(h) else -1 for h in histories), dtype=np.int64, count=len(histories))
 
 
@@ -261,7 +269,7 @@ def row_groups(ds, split: str, num_rows: int) -> dict[str, np.ndarray]:
     df = ds.splits[split].iloc[:num_rows]
     train_users = set(ds.splits["train"]["user"].tolist())
     has_train = df["user"].isin(train_users).to_numpy()
-    length = np.array([len(h) for h in df["history"]])
+    length = history_lengths(df["history"])
     groups = {"all": np.ones(len(df), bool), "user with a train row": has_train, "user without a train row": ~has_train,
               COLD: ~has_train | (length <= SHORT_HISTORY)}
     pop = ds.train_target_counts()[df["target"].to_numpy()]

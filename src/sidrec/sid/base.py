@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sidrec.errors import SidrecError
+from sidrec.io import available_memory
 
 COLLISIONS = ("reassign", "dedup-level")
 
@@ -58,23 +59,6 @@ def check_embeddings(X, codebook: int | None = None, what: str = "embeddings") -
         raise SidrecError(f"{what}: {X.shape[0]} items but codebook size {codebook}: k-means needs at least as many "
                           f"items as codes per level; use a smaller --codebook")
     return X
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation now (psutil, else /proc/meminfo); None if unknown."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _gib(b: float) -> str:

@@ -164,10 +164,10 @@ def update_examples(sft: SftConfig, new: Dataset, codes: np.ndarray, n_old: int,
     fresh = [e for e in train_examples(sft, new, codes) if e["task"] in SEQ_TASKS or e["item"] >= n_old]
     rng = np.random.default_rng([sft.seed, 2])
     replay = []
-    for ds in old_data:
-        old = list(train_examples(sft, ds, codes[:ds.num_items]))
-        pick = rng.choice(len(old), size=int(round(replay_fraction * len(old))), replace=False)
-        replay += [old[i] for i in sorted(pick)]
+    for ds in old_data:  # two passes over the old examples (count, then keep the picked ones), never all at once
+        total = sum(1 for _ in train_examples(sft, ds, codes[:ds.num_items]))
+        pick = set(rng.choice(total, size=int(round(replay_fraction * total)), replace=False).tolist())
+        replay += [e for i, e in enumerate(train_examples(sft, ds, codes[:ds.num_items])) if i in pick]
     return fresh, replay
 
 
