@@ -146,3 +146,25 @@ def test_eval_cli_prints_both_tables(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "exact items" in r.stdout and "SID match" in r.stdout and "valid SIDs: 100.00%" in r.stdout
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["beams"] == 5
+
+
+def test_a_split_is_encoded_into_packed_prompts():
+    import pyarrow as pa
+
+    from sidrec.data.canonical import HISTORY_TYPE, history_array
+    from sidrec.decode.inference import encode_histories
+    from sidrec.tasks.template import encode_prompt
+
+    codes = toy_codes()
+    tok = build_data_tokenizer(["widget"] * 5, [t for lv in level_tokens(codes) for t in lv], vocab_size=300)
+    lists = [[1], [2, 3, 4], list(range(12)), [5, 6]]
+    col = history_array(pa.chunked_array([pa.array(lists[:1], HISTORY_TYPE), pa.array(lists[1:], HISTORY_TYPE)]))
+    cutoff = len(tok(fit_history("seqrec", [6, 7, 8], codes, tok, 10_000)[0])["input_ids"])  # the long row is cut
+    for histories in (lists, col):
+        flat, offsets = encode_histories(histories, codes, tok, cutoff)
+        assert flat.dtype == np.int32 and len(offsets) == len(lists) + 1
+        for r, h in enumerate(lists):
+            assert flat[offsets[r]:offsets[r + 1]].tolist() == encode_prompt(tok, fit_history("seqrec", h, codes, tok,
+                                                                                               cutoff)[0])
+    assert offsets[3] - offsets[2] <= cutoff < len(encode_prompt(tok, fit_history("seqrec", lists[2], codes, tok,
+                                                                                       10_000)[0]))

@@ -203,10 +203,10 @@ def check_memory(path: Path) -> None:
         return  # unreadable: the read reports it, naming the file
     need, free = 2**29 + BYTES_PER_INTERACTION * rows, available_memory()
     if free is not None and need > free:
-        raise SidrecError(f"{path}: {how}{rows:,} interactions need about {need / 2**30:.1f} GiB in the data stage, but "
-                          f"{free / 2**30:.1f} GiB is available; first cut the log, out of core, to the slice you train "
-                          f"on (category, time window, active users: docs/benchmarks.md, \"Where one machine stops\"), "
-                          f"or use a machine with more memory")
+        raise SidrecError(f"{path}: {how}{rows:,} interactions need about {need / 2**30:.1f} GiB in the data stage, "
+                          f"but {free / 2**30:.1f} GiB is available; first cut the log, out of core, to the slice you "
+                          f"train on (category, time window, active users: docs/benchmarks.md, \"Where one machine "
+                          f"stops\"), or use a machine with more memory")
 
 
 def _read_log(path: Path, user_col: str, item_col: str, time_col: str, meta: dict) -> pl.DataFrame:

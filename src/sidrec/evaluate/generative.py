@@ -68,7 +68,7 @@ def evaluate_generative(model_dir: str | Path, data_dir: str | Path, sids: str |
     df = dataset.splits[split]
     if max_rows:
         df = df.iloc[:max_rows]
-    sid_index, scores = bound.rank([list(h) for h in df["history"]], beams, cutoff_len, batch_size,
+    sid_index, scores = bound.rank(df["history"], beams, cutoff_len, batch_size,
                                    progress=state.is_main_process, shard=(state.process_index, state.num_processes))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list, gather_object
