@@ -264,7 +264,7 @@ def test_cli_sasrec_config_and_set(data, tmp_path):
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 2
 
 
-def test_pad_histories_from_the_arrow_column_equals_the_list_path():
+def test_pad_histories_from_lists_and_the_arrow_column_equal_a_row_by_row_padding():
     import pyarrow as pa
 
     from sidrec.baselines.sasrec import pad_histories
@@ -275,6 +275,11 @@ def test_pad_histories_from_the_arrow_column_equals_the_list_path():
     col = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
         [pa.array(lists[:17], HISTORY_TYPE), pa.array(lists[17:], HISTORY_TYPE)])))  # two chunks, empty rows too
     for max_len in (1, 4, 12):
-        want = pad_histories(lists, max_len, 50)
+        want = torch.full((len(lists), max_len), 50, dtype=torch.int64)  # row by row: the newest item last
+        for i, h in enumerate(lists):
+            kept = h[-max_len:]
+            if kept:
+                want[i, max_len - len(kept):] = torch.tensor(kept)
+        assert torch.equal(pad_histories(lists, max_len, 50), want)
         assert torch.equal(pad_histories(col, max_len, 50), want)
         assert torch.equal(pad_histories(col.iloc[5:30], max_len, 50), want[5:30])  # a slice across the chunks

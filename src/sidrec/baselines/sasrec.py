@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -98,21 +97,16 @@ class SASRec(nn.Module):
 # ---------------------------------------------------------------------------------------------------------- data
 def pad_histories(histories: Sequence[Sequence[int]], max_len: int, pad: int) -> torch.Tensor:
     """Left-pad (keeping the most recent `max_len` items) so the newest item always sits at the last position.
-    A split's Arrow `history` column is padded from its flat arrays, without a Python list per row."""
+    Lists and a split's Arrow `history` column alike are padded from the flat arrays (`history_chunks`), without a
+    Python list per row."""
     out = np.full((len(histories), max_len), pad, dtype=np.int64)
-    if isinstance(getattr(histories, "dtype", None), pd.ArrowDtype):
-        first = 0
-        for lengths, flat in history_chunks(histories):
-            keep = np.minimum(lengths, max_len)
-            j = np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep)  # place among a row's kept items
-            out[first + np.repeat(np.arange(len(keep)), keep), np.repeat(max_len - keep, keep) + j] = \
-                flat[np.repeat(np.cumsum(lengths) - keep, keep) + j]
-            first += len(lengths)
-        return torch.from_numpy(out)
-    for i, h in enumerate(histories):
-        h = list(h)[-max_len:]
-        if h:
-            out[i, max_len - len(h):] = h
+    first = 0
+    for lengths, flat in history_chunks(histories):
+        keep = np.minimum(lengths, max_len)
+        j = np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep)  # place among a row's kept items
+        out[first + np.repeat(np.arange(len(keep)), keep), np.repeat(max_len - keep, keep) + j] = \
+            flat[np.repeat(np.cumsum(lengths) - keep, keep) + j]
+        first += len(lengths)
     return torch.from_numpy(out)
 
 

@@ -31,7 +31,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from sidrec.data.canonical import history_chunks, history_lengths
 from sidrec.errors import SidrecError
@@ -217,14 +216,11 @@ def recency_prior(ds, split: str, window: int | None = None) -> np.ndarray:
 
 
 def last_items(histories: Sequence[Sequence[int]]) -> np.ndarray:
-    """Each history's last (most recent) item, -1 for an empty history (a split's Arrow column: from its flat
-    arrays, without a list per row)."""
-    if isinstance(getattr(histories, "dtype", None), pd.ArrowDtype):
-        parts = []
-        for lengths, flat in history_chunks(histories):
-            parts.append(np.where(lengths > 0, flat[np.maximum(np.cumsum(lengths) - 1, 0)] if len(flat) else -1, -1))
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-    return np.fromiter((h[-1] if len(h) else -1 for h in histories), dtype=np.int64, count=len(histories))
+    """Each history's last (most recent) item, -1 for an empty history; lists or a split's Arrow column, read from
+    the flat arrays (`history_chunks`)."""
+    parts = [np.where(lengths > 0, flat[np.maximum(np.cumsum(lengths) - 1, 0)] if len(flat) else -1, -1)
+             for lengths, flat in history_chunks(histories)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def transition_counts(ds, split: str | None) -> tuple[np.ndarray, np.ndarray, int]:
